@@ -1,0 +1,63 @@
+"""Ray runtime: one context manager that starts an embedded local Ray or connects to a cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from voxray.platform.errors import VoxrayError
+from voxray.platform.specs.common import RaySpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str
+    """GCS address of the cluster in use."""
+    embedded: bool
+    """True when this process started Ray (and will stop it)."""
+    dashboard_url: str | None
+    resources: dict
+
+
+@contextmanager
+def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iterator[RayInfo]:
+    """Start an embedded Ray (spec.address null) or connect to `address`/`spec.address`; reuse one already up.
+
+    Only a Ray started here is shut down on exit, so tests can share one session-wide Ray.
+    """
+    import ray
+
+    spec = spec or RaySpec()
+    target = address or spec.address
+    started = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+        if target is None:
+            kwargs.update(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.dashboard)
+            if spec.object_store_memory_mb:
+                kwargs["object_store_memory"] = spec.object_store_memory_mb * 1024 * 1024
+        else:
+            kwargs.update(address=target, runtime_env=spec.runtime_env)
+        try:
+            ctx = ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise VoxrayError(f"cannot connect to Ray at {target!r}: {exc}",
+                              hint="is the cluster up? (`ray status`), or drop --address to use an embedded Ray") from None
+        started = True
+        log.info("Ray %s at %s", "started" if target is None else "connected", ctx.address_info.get("gcs_address"))
+    else:
+        ctx = None
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+        dash = getattr(ctx, "dashboard_url", None) if ctx is not None else None
+        yield RayInfo(address=gcs, embedded=started and target is None, dashboard_url=dash,
+                      resources=ray.cluster_resources())
+    finally:
+        if started:
+            ray.shutdown()

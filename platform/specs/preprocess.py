@@ -1,0 +1,83 @@
+"""The `preprocess` section: dataset → zarr store (see DESIGN.md, "Store")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from voxray.platform.specs.common import ArtifactPath, StrictModel
+
+Layout = Literal["msd_brats", "isles2022", "brats2023", "ibsr18", "lgg_tif", "uwmadison_gi", "nifti_pairs"]
+
+
+class DatasetSpec(StrictModel):
+    layout: Layout
+    """Dataset layout as downloaded (see README "Datasets")."""
+    root: ArtifactPath
+    """Dataset root folder (relative paths resolve against the spec file)."""
+    images: dict[str, str] | None = None
+    """nifti_pairs only: modality name → glob relative to root, e.g. {T1: "*/t1.nii.gz"}."""
+    label: str | None = None
+    """nifti_pairs only: glob for label files relative to root; null = unlabelled."""
+    case_id_regex: str | None = None
+    """nifti_pairs only: regex with one group that extracts the case id from a file path (default: parent folder)."""
+    reference_modality: str | None = None
+    """Modality whose grid the others are resampled onto when grids differ (isles2022 default: dwi); null = adapter default."""
+    split: Literal["train", "test", "all"] = "train"
+    """Which part of the dataset to read: labelled training cases (default), unlabelled test cases, or both."""
+
+    @model_validator(mode="after")
+    def _pairs_need_globs(self) -> "DatasetSpec":
+        if self.layout == "nifti_pairs" and not self.images:
+            raise ValueError("layout 'nifti_pairs' needs `images` (modality → glob), e.g. {T1: '*/t1.nii.gz'}")
+        if self.layout != "nifti_pairs" and (self.images or self.label or self.case_id_regex):
+            raise ValueError(f"`images`/`label`/`case_id_regex` apply only to layout 'nifti_pairs', not {self.layout!r}")
+        return self
+
+
+class CodecSpec(StrictModel):
+    name: Literal["lz4", "zstd", "none"] = "lz4"
+    """Chunk codec (blosc-lz4 by default: fastest patch reads measured in benchmarks/store.py)."""
+    level: int = Field(default=1, ge=0, le=9)
+    """Compression level."""
+
+
+class PreprocessSpec(StrictModel):
+    dataset: DatasetSpec
+    """Where the raw data is and in which layout."""
+    store: ArtifactPath
+    """Output zarr v3 store (local path or fsspec URI)."""
+    spacing: list[float] | None = Field(default=None, min_length=3, max_length=3)
+    """Target voxel spacing in mm (x, y, z in RAS order); null keeps each case's own spacing."""
+    normalize: Literal["zscore_nonzero", "zscore", "ct_clip", "none"] = "zscore_nonzero"
+    """Per-channel intensity normalisation: z-score over nonzero voxels (default, zeros stay 0), over all voxels,
+    CT-style clip to `clip` then scale to [0, 1], or none."""
+    clip: tuple[float, float] | None = None
+    """Intensity window for `ct_clip` (low, high)."""
+    crop_nonzero: bool = True
+    """Crop every case to the bounding box of nonzero image voxels (recorded, undone by the inverse)."""
+    image_dtype: Literal["float16", "float32"] = "float16"
+    """Stored image dtype (float16 halves the store; normalised intensities lose nothing that matters)."""
+    chunk: list[int] = Field(default=[64, 64, 64], min_length=2, max_length=3)
+    """Spatial chunk shape (z, y, x); all channels live in one chunk. Patch-shaped chunks make patch reads cheap."""
+    codec: CodecSpec = CodecSpec()
+    """Chunk compression codec."""
+    fg_samples_per_class: int = Field(default=10_000, ge=1)
+    """Foreground coordinates kept per label class for fg-oversampled patch sampling (subsampled, seeded)."""
+    max_cases: int | None = Field(default=None, ge=1)
+    """Convert only the first N discovered cases (sorted by id); null = all."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Ray Data tasks converting cases at once; null = number of CPUs. Bounds memory: one case per task."""
+    memory_per_case_mb: int = Field(default=1024, ge=64)
+    """Memory reserved per conversion task (Ray schedules by it; full BraTS cases need ~1 GiB)."""
+    overwrite: bool = False
+    """Rebuild every case even when its checksum and spec hash match (default: resume, skip done cases)."""
+
+    @model_validator(mode="after")
+    def _clip_for_ct(self) -> "PreprocessSpec":
+        if self.normalize == "ct_clip" and self.clip is None:
+            raise ValueError("normalize 'ct_clip' needs `clip: [low, high]`")
+        if self.clip is not None and self.clip[0] >= self.clip[1]:
+            raise ValueError(f"clip {list(self.clip)} must be [low, high] with low < high")
+        return self

@@ -1,0 +1,58 @@
+"""The `serve` section: a registry model behind Ray Serve + FastAPI."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from voxray.platform.specs.common import ArtifactPath, StrictModel
+
+
+class AutoscalingSpec(StrictModel):
+    min_replicas: int = Field(default=1, ge=0)
+    """Fewest replicas."""
+    max_replicas: int = Field(default=1, ge=1)
+    """Most replicas."""
+    target_ongoing_requests: float = Field(default=2.0, gt=0)
+    """Ongoing requests per replica that autoscaling aims for."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AutoscalingSpec":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+        return self
+
+
+class LimitsSpec(StrictModel):
+    max_upload_mb: float = Field(default=512, gt=0)
+    """Largest request body, enforced while streaming (413 past it)."""
+    max_voxels: int = Field(default=256**3, ge=1)
+    """Largest decoded volume in voxels per channel (413 past it; also stops gzip bombs)."""
+    max_dim: int = Field(default=1024, ge=1)
+    """Largest size of any one image axis."""
+
+
+class ServeSpec(StrictModel):
+    model: ArtifactPath
+    """Registry entry: <registry>/<name> (latest version) or <registry>/<name>/<version>."""
+    host: str = "127.0.0.1"
+    """Bind address (loopback by default; 0.0.0.0 exposes the API to the network)."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """HTTP port."""
+    route_prefix: str = "/"
+    """URL prefix of the API."""
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_batch_size: int = Field(default=4, ge=1)
+    """Requests batched into one forward pass (@serve.batch)."""
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0)
+    """How long a batch waits to fill."""
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    """Per-replica concurrency; null = 2 × max_batch_size (Ray's default of 5 would cap batches)."""
+    use_gpu: bool = False
+    """One GPU per replica (bf16 autocast)."""
+    sw_overlap: float = Field(default=0.25, ge=0, lt=1)
+    """Sliding-window overlap at inference."""
+    api_key_env: str | None = "VOXRAY_API_KEY"
+    """Env var holding the bearer API key; null disables auth (only sensible on loopback)."""
+    limits: LimitsSpec = LimitsSpec()
+    blocking: bool = True
+    """`voxray run` waits (Ctrl-C stops serving); false returns once the app is up (pipelines, demos)."""

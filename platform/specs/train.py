@@ -1,0 +1,154 @@
+"""The `train` section: store → Ray Train (DDP) → checkpoints, metrics, registry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from voxray.platform.specs.common import ArtifactPath, StrictModel
+from voxray.platform.specs.models import FactorizerSpec, ModelSpec
+
+
+class OptimizerSpec(StrictModel):
+    name: Literal["adamw", "sgd"] = "adamw"
+    """Optimiser."""
+    lr: float = Field(default=1.0e-4, gt=0)
+    """Peak learning rate."""
+    weight_decay: float = Field(default=0.01, ge=0)
+    """Weight decay (applied to all parameters, as in the Factorizer recipe)."""
+    momentum: float = Field(default=0.99, ge=0, lt=1)
+    """SGD momentum (Nesterov); ignored by AdamW."""
+
+
+class ScheduleSpec(StrictModel):
+    name: Literal["warmup_cosine", "cosine", "poly", "constant"] = "warmup_cosine"
+    """Learning-rate schedule over `train.steps`."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warm-up steps from 0 (warmup_cosine)."""
+    power: float = Field(default=0.9, gt=0)
+    """Exponent of the poly schedule."""
+
+
+class LossSpec(StrictModel):
+    name: Literal["dice", "ce", "dice_ce", "focal", "dice_focal"] = "dice_ce"
+    """Loss (MONAI); sigmoid for region/multi-label tasks, softmax for `labels`."""
+    deep_supervision_weights: list[float] | None = None
+    """Weights of the deep-supervision heads (normalised); null = 1, 1/2, 1/4, … as in the Factorizer paper."""
+
+
+class SamplingSpec(StrictModel):
+    fg_fraction: float = Field(default=0.33, ge=0, le=1)
+    """Fraction of patches centred on a foreground voxel (class chosen uniformly), as nnU-Net's 33%."""
+    slice_mode: Literal["random", "most_populated"] = "random"
+    """2D models: random slices, or each case's slice with the most foreground (seed 002)."""
+    loader_workers: int = Field(default=2, ge=0)
+    """Background threads that read and augment patches so the model does not wait."""
+
+
+class AugmentSpec(StrictModel):
+    enabled: bool = True
+    """Apply augmentations to training patches."""
+    flip: float = Field(default=0.5, ge=0, le=1)
+    """Probability of a flip on each spatial axis."""
+    affine: float = Field(default=0.15, ge=0, le=1)
+    """Probability of a random rotation (±30°) / scaling (±30%)."""
+    intensity: float = Field(default=0.15, ge=0, le=1)
+    """Probability of each of intensity scale, shift, Gaussian noise and gamma."""
+    bias_field: float = Field(default=0.0, ge=0, le=1)
+    """Probability of a random MR bias field."""
+
+
+class ValidationSpec(StrictModel):
+    every: int = Field(default=1000, ge=1)
+    """Validate (sliding window on whole volumes) every N steps and at the end."""
+    folds: int = Field(default=5, ge=2)
+    """k of k-fold cross-validation over cases (deterministic, saved in the run dir)."""
+    fold: int = Field(default=0, ge=0)
+    """Which fold is the validation fold."""
+    split: tuple[float, float, float] | None = None
+    """Fixed train/val/test fractions (e.g. [0.9, 0.05, 0.05], seed 002) instead of k-fold."""
+    overlap: float = Field(default=0.5, ge=0, lt=1)
+    """Sliding-window overlap."""
+    max_cases: int | None = Field(default=None, ge=1)
+    """Validate on at most N cases (null = the whole fold)."""
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "ValidationSpec":
+        if self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} is out of range for folds={self.folds} (use 0..{self.folds - 1})")
+        if self.split is not None and abs(sum(self.split) - 1.0) > 1e-6:
+            raise ValueError(f"split {list(self.split)} must sum to 1")
+        return self
+
+
+class ScalingSpec(StrictModel):
+    num_workers: int = Field(default=1, ge=0)
+    """Ray Train workers (DDP ranks); 0 runs the loop in the driver process."""
+    use_gpu: bool = False
+    """One GPU per worker (nccl); false = CPU (gloo)."""
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    """CPUs reserved per worker (fractions allowed, e.g. 0.5 on 2-core machines)."""
+
+
+class CheckpointSpec(StrictModel):
+    every: int = Field(default=1000, ge=1)
+    """Report a checkpoint every N steps (and at every validation)."""
+    keep: int = Field(default=2, ge=1)
+    """Checkpoints kept (best by `metric` plus the latest)."""
+    metric: str = "val/dice_mean"
+    """Metric that ranks checkpoints and picks the exported model."""
+    mode: Literal["max", "min"] = "max"
+    """Whether larger `metric` is better."""
+
+
+class TrackingSpec(StrictModel):
+    mlflow: bool = True
+    """Log params/metrics/artefacts to MLflow."""
+    uri: str | None = None
+    """MLflow tracking URI; null = a local file store under the run dir."""
+
+
+class TrainSpec(StrictModel):
+    store: ArtifactPath | None = None
+    """zarr store from `preprocess` (a pipeline fills it in)."""
+    task: Literal["labels", "brats_regions", "binary", "multilabel"] = "labels"
+    """labels: softmax multi-class; brats_regions: sigmoid ET/TC/WT from the dataset's label map;
+    binary: lesion vs background; multilabel: one sigmoid channel per class (overlapping masks)."""
+    channels: list[str] | None = None
+    """Input channels by name (e.g. [FLAIR]) for per-modality training; null = all channels of the store."""
+    model: ModelSpec = FactorizerSpec()
+    """Network and its hyperparameters (see `voxray models`)."""
+    patch: list[int] = Field(default=[128, 128, 128], min_length=2, max_length=3)
+    """Patch size (z, y, x); two numbers train a 2D model on slices."""
+    batch_size: int = Field(default=2, ge=1)
+    """Patches per worker per step."""
+    steps: int = Field(default=1000, ge=1)
+    """Optimiser steps."""
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    loss: LossSpec = LossSpec()
+    sampling: SamplingSpec = SamplingSpec()
+    augment: AugmentSpec = AugmentSpec()
+    validation: ValidationSpec = ValidationSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    """auto = bf16 autocast on GPU, fp32 on CPU."""
+    grad_clip: float | None = Field(default=12.0, gt=0)
+    """Max gradient norm; null = no clipping."""
+    accumulate: int = Field(default=1, ge=1)
+    """Gradient accumulation steps per optimiser step."""
+    seed: int = 0
+    """Seed for splits, sampling, augmentation and init."""
+    deterministic: bool = False
+    """Force deterministic torch algorithms (slower)."""
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    max_failures: int = Field(default=2, ge=-1)
+    """Ray Train FailureConfig: restarts from the last checkpoint after a worker dies (-1 = unlimited)."""
+    tracking: TrackingSpec = TrackingSpec()
+    output: ArtifactPath = "work/runs"
+    """Run directory root (checkpoints, metrics.csv, progress.png, MLflow)."""
+    registry: ArtifactPath = "registry"
+    """Model registry root; the best checkpoint is exported to <registry>/<job name>/<version>/."""
+    export: bool = True
+    """Export the best checkpoint to the registry at the end."""
