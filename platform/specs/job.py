@@ -79,10 +79,10 @@ class PipelineJob(_JobBase):
 
     @model_validator(mode="after")
     def _stages_chain(self) -> "PipelineJob":
-        if not any((self.preprocess, self.train, self.serve)):
-            raise ValueError("a pipeline needs at least one of preprocess, train, tune, serve")
         if self.tune is not None and self.train is None:
             raise ValueError("tune needs a `train` section: it is the base spec of every trial")
+        if not any((self.preprocess, self.train, self.serve)):
+            raise ValueError("a pipeline needs at least one of preprocess, train, tune, serve")
         if self.train is not None and self.train.store is None and self.preprocess is None:
             raise ValueError("train.store is required when the pipeline has no preprocess stage")
         if self.serve is not None and self.serve.model.endswith("__pipeline__") and self.train is None:

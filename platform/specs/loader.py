@@ -49,8 +49,21 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
             if not isinstance(child, dict):
                 raise SpecError(source, [f"{key}: cannot set a field inside {part!r}, which is {child!r}"])
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = _parse_value(raw)
     return data
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalar/list/dict; YAML 1.1 reads `3e-4` as a string, so numbers are retried as floats."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _loc(loc: tuple) -> str:
