@@ -1,0 +1,208 @@
+"""The one transform chain shared by preprocessing and serving, with its exact inverse.
+
+Forward: reorient to RAS → crop to the nonzero bounding box → resample to the target spacing (image linear,
+label nearest) → normalise per channel. Arrays leave as (C, Z, Y, X) with Z/Y/X the RAS S/A/R axes.
+Every step is recorded in a JSON-serialisable `record`, so `invert_label` / `invert_scores` map a prediction on
+the stored grid back onto the original file grid voxel for voxel (exact for nearest-neighbour paths).
+
+Pure numpy/scipy/nibabel: no Ray, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from voxray.preprocessing.normalize import NORMALIZERS, normalize_channels
+from voxray.preprocessing.resample import from_ras_zyx, resample_grid, to_ras_zyx, target_shape
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """What the forward chain does; stored in the store's root attrs and in model cards."""
+
+    spacing: tuple[float, float, float] | None = None
+    """Target spacing (x, y, z) in mm, RAS order; None keeps each case's spacing."""
+    normalize: str = "zscore_nonzero"
+    """zscore_nonzero | zscore | ct_clip | none."""
+    clip: tuple[float, float] | None = None
+    """(low, high) window for ct_clip."""
+    crop_nonzero: bool = True
+    """Crop to the bounding box of voxels nonzero in any channel."""
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZERS:
+            raise ValueError(f"normalize {self.normalize!r} is not one of {sorted(NORMALIZERS)}")
+        if self.normalize == "ct_clip" and self.clip is None:
+            raise ValueError("normalize 'ct_clip' needs clip=(low, high)")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise ValueError(f"spacing {self.spacing!r} must be three positive numbers (x, y, z)")
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "TransformConfig":
+        """From a `PreprocessSpec` (or anything with its field names)."""
+        return cls(spacing=tuple(spec.spacing) if spec.spacing else None, normalize=spec.normalize,
+                   clip=tuple(spec.clip) if spec.clip else None, crop_nonzero=spec.crop_nonzero)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TransformConfig":
+        return cls(spacing=tuple(data["spacing"]) if data.get("spacing") else None, normalize=data["normalize"],
+                   clip=tuple(data["clip"]) if data.get("clip") else None, crop_nonzero=bool(data["crop_nonzero"]))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["spacing"] = list(self.spacing) if self.spacing else None
+        d["clip"] = list(self.clip) if self.clip else None
+        return d
+
+
+@dataclass
+class Preprocessed:
+    image: np.ndarray
+    """(C, Z, Y, X) float32, normalised."""
+    label: np.ndarray | None
+    """(Z, Y, X) uint8 or None."""
+    record: dict
+    """Everything the inverse needs (JSON-serialisable)."""
+
+
+def check_arrays(image: np.ndarray, label: np.ndarray | None, affine: np.ndarray) -> None:
+    """Reject what would silently poison a store or a prediction: bad ranks, NaN/Inf, grid mismatches."""
+    if image.ndim != 4:
+        raise ValueError(f"image must be (C, I, J, K), got shape {image.shape}")
+    if np.asarray(affine).shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ValueError("affine must be a finite 4x4 matrix")
+    if abs(np.linalg.det(np.asarray(affine)[:3, :3])) < 1e-12:
+        raise ValueError("affine is singular (zero voxel size)")
+    bad = ~np.isfinite(image)
+    if bad.any():
+        ch = sorted({int(c) for c in np.nonzero(bad.reshape(image.shape[0], -1).any(axis=1))[0]})
+        raise ValueError(f"image has {int(bad.sum())} NaN/Inf voxels (channels {ch})")
+    if label is not None and label.shape != image.shape[1:]:
+        raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[1:]}")
+
+
+def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
+    """[[z0, z1], [y0, y1], [x0, x1]] (half-open) of voxels nonzero in any channel; the full grid if none are."""
+    mask = np.any(image != 0, axis=0)
+    if not mask.any():
+        return [[0, s] for s in mask.shape]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.nonzero(mask.any(axis=other))[0]
+        box.append([int(idx[0]), int(idx[-1]) + 1])
+    return box
+
+
+def _crop(arr: np.ndarray, box: list[list[int]]) -> np.ndarray:
+    sl = tuple(slice(a, b) for a, b in box)
+    return arr[(Ellipsis, *sl)]
+
+
+def preprocess_volume(volume: Any, cfg: TransformConfig) -> Preprocessed:
+    """Forward chain on a `Volume` (image (C,I,J,K) float, label (I,J,K) or None, affine 4x4).
+
+    Raises ValueError naming the problem for NaN/Inf, shape mismatches or a singular affine.
+    """
+    image = np.asarray(volume.image)
+    label = None if volume.label is None else np.asarray(volume.label)
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    check_arrays(image, label, affine)
+    img_zyx, lab_zyx, ras = to_ras_zyx(image.astype(np.float32, copy=False), label, affine)
+    box = nonzero_bbox(img_zyx) if cfg.crop_nonzero else [[0, s] for s in img_zyx.shape[1:]]
+    img_zyx = _crop(img_zyx, box)
+    lab_zyx = None if lab_zyx is None else _crop(lab_zyx, box)
+    cropped_shape = list(img_zyx.shape[1:])
+    spacing_zyx = ras["spacing_zyx"]
+    target = cropped_shape if cfg.spacing is None else target_shape(cropped_shape, spacing_zyx, cfg.spacing[::-1])
+    img_zyx = resample_grid(img_zyx, target, order=1)
+    lab_zyx = None if lab_zyx is None else resample_grid(lab_zyx[None], target, order=0)[0]
+    image_out, norm = normalize_channels(img_zyx, cfg.normalize, cfg.clip)
+    new_spacing = [spacing_zyx[i] * cropped_shape[i] / target[i] for i in range(3)]
+    record = {
+        "version": RECORD_VERSION,
+        "original_shape": [int(s) for s in image.shape[1:]],
+        "original_affine": affine.tolist(),
+        **{k: v for k, v in ras.items() if k != "spacing_zyx"},
+        "original_spacing": [float(s) for s in spacing_zyx],
+        "crop_bbox": box,
+        "cropped_shape": cropped_shape,
+        "shape": [int(s) for s in target],
+        "spacing": [float(s) for s in new_spacing],
+        "affine": stored_affine(ras["ras_affine_zyx"], box, cropped_shape, target).tolist(),
+        "resampling": {"image": "linear", "label": "nearest", "grid": "align_extent"},
+        "normalization": norm,
+        "transform": cfg.to_dict(),
+        "channels": list(getattr(volume, "channels", ()) or ()),
+    }
+    return Preprocessed(image=image_out, label=None if lab_zyx is None else lab_zyx.astype(np.uint8), record=record)
+
+
+def stored_affine(ras_affine_zyx: Sequence, box: list[list[int]], cropped: Sequence[int],
+                  shape: Sequence[int]) -> np.ndarray:
+    """Voxel (z, y, x) of the stored grid → world (RAS mm); lets training write predictions as NIfTI directly."""
+    a = np.asarray(ras_affine_zyx, dtype=np.float64)
+    scale = np.array([cropped[i] / shape[i] for i in range(3)])
+    # stored index i ↔ cropped coordinate (i + 0.5) * scale - 0.5 (grid-aligned zoom), then + crop offset
+    m = np.eye(4)
+    m[:3, :3] = np.diag(scale)
+    m[:3, 3] = 0.5 * scale - 0.5 + np.array([b[0] for b in box])
+    return a @ m
+
+
+def _uncrop(arr: np.ndarray, record: dict, fill: np.ndarray) -> np.ndarray:
+    """(K, *cropped) → (K, *reoriented full grid), outside the crop filled per channel."""
+    full = [b for b in record["ras_shape_zyx"]]
+    out = np.empty((arr.shape[0], *full), dtype=arr.dtype)
+    out[...] = fill.reshape(-1, 1, 1, 1).astype(arr.dtype)
+    sl = tuple(slice(a, b) for a, b in record["crop_bbox"])
+    out[(slice(None), *sl)] = arr
+    return out
+
+
+def _check_stored_shape(shape: Sequence[int], record: dict, what: str) -> None:
+    if list(shape) != list(record["shape"]):
+        raise ValueError(f"{what} spatial shape {tuple(shape)} does not match the preprocessed grid "
+                         f"{tuple(record['shape'])} in the record")
+
+
+def invert_label(label_zyx: np.ndarray, record: dict) -> np.ndarray:
+    """(Z, Y, X) label on the stored grid → (I, J, K) uint8 on the original file grid (nearest; 0 outside crop)."""
+    label_zyx = np.asarray(label_zyx)
+    _check_stored_shape(label_zyx.shape, record, "label")
+    lab = resample_grid(label_zyx[None].astype(np.uint8), record["cropped_shape"], order=0)
+    lab = _uncrop(lab, record, np.zeros(1))
+    return from_ras_zyx(lab, record)[0].astype(np.uint8)
+
+
+def invert_scores(scores: np.ndarray, record: dict, fill: Sequence[float] | None = None) -> np.ndarray:
+    """(K, Z, Y, X) scores on the stored grid → (K, I, J, K) float32 on the original grid (linear).
+
+    Outside the crop every voxel is background: `fill` per channel, default 1 for channel 0 and 0 for the others
+    when K > 1 (probability maps), 0 when K == 1.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.ndim != 4:
+        raise ValueError(f"scores must be (K, Z, Y, X), got shape {scores.shape}")
+    _check_stored_shape(scores.shape[1:], record, "scores")
+    k = scores.shape[0]
+    if fill is None:
+        fill_arr = np.zeros(k, dtype=np.float32)
+        if k > 1:
+            fill_arr[0] = 1.0
+    else:
+        fill_arr = np.asarray(fill, dtype=np.float32)
+        if fill_arr.shape != (k,):
+            raise ValueError(f"fill has {fill_arr.size} values; scores have {k} channels")
+    out = resample_grid(scores, record["cropped_shape"], order=1)
+    out = _uncrop(out, record, fill_arr)
+    return from_ras_zyx(out, record).astype(np.float32)
+
+
+__all__ = ["TransformConfig", "Preprocessed", "preprocess_volume", "invert_label", "invert_scores",
+           "nonzero_bbox", "check_arrays", "stored_affine"]
