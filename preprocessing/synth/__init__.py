@@ -1,0 +1,57 @@
+"""Synthetic datasets in the exact on-disk layouts of the real ones, so every adapter is tested without downloads.
+
+`synth_dataset(layout, out, cases, seed, shape, test_cases)` is deterministic per seed; see docs/datasets.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_WRITERS = {
+    "msd_brats": "voxray.preprocessing.synth.msd_brats",
+    "isles2022": "voxray.preprocessing.synth.isles2022",
+    "brats2023": "voxray.preprocessing.synth.brats2023",
+    "ibsr18": "voxray.preprocessing.synth.ibsr18",
+    "lgg_tif": "voxray.preprocessing.synth.lgg_tif",
+    "uwmadison_gi": "voxray.preprocessing.synth.uwmadison_gi",
+    "nifti_pairs": "voxray.preprocessing.synth.nifti_pairs",
+}
+SYNTH_LAYOUTS: tuple[str, ...] = tuple(_WRITERS)
+
+
+def default_shape(layout: str) -> tuple[int, int, int]:
+    """The small default volume shape of a layout (2D layouts: rows, columns, slices)."""
+    return tuple(_writer(layout).DEFAULT_SHAPE)
+
+
+def synth_dataset(layout: str, out: str | Path, cases: int = 2, seed: int = 0,
+                  shape: tuple[int, int, int] | None = None, test_cases: int = 0) -> Path:
+    """Write `cases` labelled (+ `test_cases` unlabelled) synthetic cases in `layout`'s real layout under `out`."""
+    writer = _writer(layout)
+    if cases < 1 or test_cases < 0:
+        raise ValueError(f"cases must be >= 1 and test_cases >= 0, got cases={cases}, test_cases={test_cases}")
+    shape = tuple(int(s) for s in (shape or writer.DEFAULT_SHAPE))
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape {list(shape)} must be three sizes of at least 8 voxels")
+    if test_cases and not getattr(writer, "HAS_TEST_SPLIT", True):
+        raise ValueError(f"layout {layout!r} has no unlabelled test part in the real dataset; use test_cases=0")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ids = writer.write(out, cases, test_cases, seed, shape)
+    log.info("synth %s: %d cases %s in %.1f s → %s", layout, len(ids), shape, time.perf_counter() - start, out)
+    return out
+
+
+def _writer(layout: str):
+    if layout not in _WRITERS:
+        raise ValueError(f"unknown layout {layout!r}; synth supports: {', '.join(SYNTH_LAYOUTS)}")
+    return importlib.import_module(_WRITERS[layout])
+
+
+__all__ = ["SYNTH_LAYOUTS", "default_shape", "synth_dataset"]
