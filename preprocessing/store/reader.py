@@ -1,0 +1,122 @@
+"""`Store`: the read side training and tools use. Only cases with an `ok` manifest row are visible."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from voxray.platform.errors import DataError
+from voxray.preprocessing.store.fs import StoreFiles, local_path
+from voxray.preprocessing.store.manifest import read_manifest
+from voxray.preprocessing.store.writer import open_root
+
+
+class Store:
+    """A voxray zarr v3 store opened read-only (see docs/CONTRACTS.md, "Store")."""
+
+    def __init__(self, uri: str, root: Any, files: StoreFiles) -> None:
+        self.uri = uri
+        self._root = root
+        self._files = files
+
+    @classmethod
+    def open(cls, uri: str) -> "Store":
+        """Open `uri` (path or fsspec URI); DataError when it is missing or not a voxray store."""
+        uri = str(uri)
+        path = local_path(uri)
+        if path is not None and not (path / "zarr.json").is_file():
+            raise DataError(f"{uri}: no zarr store here", hint="build it first: `voxray run <preprocess job>.yaml`")
+        try:
+            root = open_root(uri, "r")
+        except Exception as exc:  # zarr raises several types for a missing/corrupt group
+            raise DataError(f"{uri}: cannot open the zarr store ({type(exc).__name__}: {exc})") from None
+        if "voxray_store" not in root.attrs:
+            raise DataError(f"{uri}: a zarr group, but not a voxray store (no `voxray_store` attr)")
+        return cls(uri, root, StoreFiles(uri))
+
+    @cached_property
+    def attrs(self) -> dict:
+        return dict(self._root.attrs)
+
+    @property
+    def layout(self) -> str:
+        return self.attrs.get("layout", "")
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.attrs.get("channels", ()))
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return {int(k): v for k, v in (self.attrs.get("labels") or {}).items()}
+
+    @property
+    def label_encoding(self) -> str:
+        return self.attrs.get("label_encoding", "index")
+
+    @property
+    def regions(self) -> dict[str, list[int]] | None:
+        return self.attrs.get("regions")
+
+    @property
+    def slice_axis(self) -> int | None:
+        return self.attrs.get("slice_axis")
+
+    def metadata(self) -> dict:
+        """The dataset metadata tasks and model cards need, as plain data."""
+        return {"layout": self.layout, "channels": list(self.channels), "labels": self.labels,
+                "label_encoding": self.label_encoding, "regions": self.regions, "slice_axis": self.slice_axis}
+
+    def manifest(self) -> pa.Table:
+        return self._manifest
+
+    @cached_property
+    def _manifest(self) -> pa.Table:
+        return read_manifest(self._files)
+
+    @cached_property
+    def _ok(self) -> list[str]:
+        t = self._manifest
+        ids = t.column("case_id").to_pylist()
+        status = t.column("status").to_pylist()
+        return sorted(i for i, s in zip(ids, status) if s == "ok")
+
+    def case_ids(self) -> list[str]:
+        """Ids of cases with an ok manifest row, sorted."""
+        return list(self._ok)
+
+    def _check(self, case_id: str) -> None:
+        if case_id not in set(self._ok):
+            raise DataError(f"{self.uri}: no ok case {case_id!r} (see `voxray store ls {self.uri}`)")
+
+    def image(self, case_id: str):
+        """(C, Z, Y, X) zarr.Array; slice it to read only the chunks a patch touches."""
+        self._check(case_id)
+        return self._root[f"cases/{case_id}/image"]
+
+    def label(self, case_id: str):
+        """(Z, Y, X) uint8 zarr.Array, or None for an unlabelled case."""
+        self._check(case_id)
+        group = self._root[f"cases/{case_id}"]
+        return group["label"] if "label" in group else None
+
+    def case_attrs(self, case_id: str) -> dict:
+        self._check(case_id)
+        return dict(self._root[f"cases/{case_id}"].attrs)
+
+    def fg_coords(self, case_id: str) -> dict[int, np.ndarray]:
+        """Foreground voxel coordinates per class: {class: (N, 3) int32 (z, y, x)}."""
+        self._check(case_id)
+        rows = np.asarray(self._root[f"fg/{case_id}"][...])
+        return {int(c): rows[rows[:, 0] == c, 1:] for c in np.unique(rows[:, 0])}
+
+    def fingerprint(self) -> dict:
+        if not self._files.exists("fingerprint.json"):
+            raise DataError(f"{self.uri}: no fingerprint.json (the conversion never finished)")
+        return self._files.read_json("fingerprint.json")
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r}, layout={self.layout!r}, cases={len(self._ok)})"
