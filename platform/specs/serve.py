@@ -47,6 +47,8 @@ class ServeSpec(StrictModel):
     """How long a batch waits to fill."""
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     """Per-replica concurrency; null = 2 × max_batch_size (Ray's default of 5 would cap batches)."""
+    num_cpus: float = Field(default=1.0, gt=0)
+    """CPUs reserved per replica; also the replica's torch thread count (rounded up)."""
     use_gpu: bool = False
     """One GPU per replica (bf16 autocast)."""
     sw_overlap: float = Field(default=0.25, ge=0, lt=1)

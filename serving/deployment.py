@@ -1,0 +1,84 @@
+"""Ray Serve adapter: one replica = one model loaded once in `__init__`, FastAPI routes from app.py, and
+`@serve.batch` gathering concurrent requests' volumes into shared forward passes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from ray import serve
+
+from voxray.serving.app import build_app
+from voxray.serving.service import ModelService
+from voxray.serving.validation import Limits
+from voxray.training.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Everything a replica needs, plain data (it travels in the deployment's init args)."""
+
+    model_path: str
+    key_digest: str | None
+    limits: dict
+    use_gpu: bool = False
+    overlap: float = 0.25
+    num_threads: int = 1
+    max_batch_size: int = 4
+    batch_wait_timeout_s: float = 0.05
+
+
+@serve.ingress()
+class VoxrayModel:
+    """A replica serving one registry model over HTTP."""
+
+    def __init__(self, config: dict) -> None:
+        cfg = ReplicaConfig(**config)
+        torch.set_num_threads(max(1, cfg.num_threads))
+        device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
+        predictor = Predictor.from_registry(cfg.model_path, device=device, overlap=cfg.overlap)
+        self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digest, infer=self.infer)
+        self.infer_batch.set_max_batch_size(cfg.max_batch_size)
+        self.infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.batch_sizes: list[int] = []
+        log.info("replica ready: %s v%s on %s", predictor.card.get("name"), predictor.card.get("version"), device)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_app(self.service)
+
+    def batch_stats(self) -> dict[str, Any]:
+        """Sizes of recent batches (tests and benchmarks check that batching happens)."""
+        sizes = self.batch_sizes
+        return {"batches": len(sizes), "max": max(sizes, default=0), "mean": sum(sizes) / max(len(sizes), 1)}
+
+    async def infer(self, image: torch.Tensor) -> torch.Tensor:
+        return await self.infer_batch(image)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def infer_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits for every request in the batch from shared forward passes, computed off the event loop."""
+        self.batch_sizes = (self.batch_sizes + [len(images)])[-1000:]
+        return await asyncio.to_thread(self.service.predictor.infer, images)
+
+
+def build_deployment(cfg: ReplicaConfig, *, min_replicas: int = 1, max_replicas: int = 1,
+                     target_ongoing_requests: float = 2.0, max_ongoing_requests: int | None = None,
+                     num_cpus: float = 1.0, name: str = "voxray-model") -> Any:
+    """A bound Serve application for `cfg` with autoscaling and per-replica resources."""
+    ongoing = max_ongoing_requests or 2 * cfg.max_batch_size
+    actor: dict[str, Any] = {"num_cpus": num_cpus}
+    if cfg.use_gpu:
+        actor["num_gpus"] = 1
+    if min_replicas == max_replicas:
+        scaling: dict[str, Any] = {"num_replicas": min_replicas}
+    else:
+        scaling = {"autoscaling_config": {"min_replicas": min_replicas, "max_replicas": max_replicas,
+                                          "target_ongoing_requests": target_ongoing_requests}}
+    dep = serve.deployment(VoxrayModel, name=name, max_ongoing_requests=ongoing, ray_actor_options=actor,
+                           health_check_period_s=10, **scaling)
+    return dep.bind(asdict(cfg))

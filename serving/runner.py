@@ -1,0 +1,75 @@
+"""`serve` stage runner: start Ray Serve on the spec's host/port with the registry model, return its URL."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from voxray.platform.errors import VoxrayError
+from voxray.platform.stages import StageResult
+from voxray.serving.auth import digest_from_env
+from voxray.serving.validation import Limits
+from voxray.training.registry import read_card, resolve_version
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def replica_config(spec: Any) -> Any:
+    """The plain-data replica config for a `ServeSpec` (reads the API key from the env var the spec names)."""
+    from dataclasses import asdict
+
+    from voxray.serving.deployment import ReplicaConfig
+
+    if spec.api_key_env is None and spec.host not in LOOPBACK:
+        raise VoxrayError(f"refusing to serve on {spec.host!r} without an API key",
+                          hint="set serve.api_key_env (and export the key), or bind serve.host: 127.0.0.1")
+    return ReplicaConfig(model_path=str(resolve_version(spec.model)), key_digest=digest_from_env(spec.api_key_env),
+                         limits=asdict(Limits.from_spec(spec.limits)), use_gpu=spec.use_gpu, overlap=spec.sw_overlap,
+                         num_threads=max(1, math.ceil(spec.num_cpus)), max_batch_size=spec.max_batch_size,
+                         batch_wait_timeout_s=spec.batch_wait_timeout_s)
+
+
+def start_serving(spec: Any, app_name: str) -> str:
+    """Deploy the model behind the spec's host/port (Ray already up); returns the base URL once ready."""
+    from ray import serve
+
+    from voxray.serving.deployment import build_deployment
+
+    cfg = replica_config(spec)
+    auto = spec.autoscaling
+    app = build_deployment(cfg, min_replicas=auto.min_replicas, max_replicas=auto.max_replicas,
+                           target_ongoing_requests=auto.target_ongoing_requests,
+                           max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus)
+    serve.start(http_options={"host": spec.host, "port": spec.port})
+    serve.run(app, name=app_name, route_prefix=spec.route_prefix, blocking=False)
+    host = f"[{spec.host}]" if ":" in spec.host else spec.host
+    return f"http://{host}:{spec.port}{spec.route_prefix.rstrip('/')}"
+
+
+def run_serve(job: Any) -> StageResult:
+    """Serve `job.serve`; blocks until Ctrl-C when `serve.blocking` (then shuts Serve down), else returns."""
+    from ray import serve
+
+    spec = job.serve
+    card = read_card(spec.model)
+    url = start_serving(spec, job.name)
+    log.info("serving %s v%s at %s", card.get("name"), card.get("version"), url)
+    summary = {"url": url, "model": card.get("name"), "version": card.get("version"),
+               "channels": ", ".join(card["channels"]), "docs": f"{url}/docs"}
+    if not spec.blocking:
+        return StageResult(kind="serve", summary=summary)
+    from voxray.platform.cli import _output
+
+    _output.result(f"serving [bold]{card.get('name')}[/] v{card.get('version')} at {url} (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        log.info("stopping Serve")
+    finally:
+        serve.shutdown()
+    return StageResult(kind="serve", summary=summary)
