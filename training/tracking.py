@@ -1,0 +1,155 @@
+"""Run tracking on rank 0: metrics.csv (long format), progress.json (driver progress bar), progress.png,
+prediction overlay PNGs, and MLflow (local file store under the run dir unless `tracking.uri` is set).
+
+Everything is keyed by optimiser step. On resume, rows past the restored step are dropped so curves stay
+monotonic after a worker failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Tracker", "flatten", "read_metrics", "plot_progress", "save_overlay"]
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict → {"a.b.c": value} (MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.csv as dicts {step, name, value}."""
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [{"step": int(r["step"]), "name": r["name"], "value": float(r["value"])} for r in csv.DictReader(f)]
+
+
+def plot_progress(rows: list[dict[str, Any]], out: Path) -> None:
+    """progress.png: training loss (left) and validation Dice curves (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_l, ax_v) = plt.subplots(1, 2, figsize=(10, 4))
+    loss = [(r["step"], r["value"]) for r in rows if r["name"] == "train/loss"]
+    if loss:
+        ax_l.plot(*zip(*loss), lw=0.8)
+    ax_l.set(title="training loss", xlabel="step", yscale="log" if loss and min(v for _, v in loss) > 0 else "linear")
+    names = sorted({r["name"] for r in rows if r["name"].startswith("val/dice")})
+    for name in names:
+        pts = [(r["step"], r["value"]) for r in rows if r["name"] == name]
+        ax_v.plot(*zip(*pts), marker="o", ms=3, label=name[4:], lw=2 if name == "val/dice_mean" else 1)
+    ax_v.set(title="validation", xlabel="step", ylim=(0, 1))
+    if names:
+        ax_v.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(out)
+
+
+def save_overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, out: Path, title: str = "") -> None:
+    """Side-by-side PNG of one slice: image with ground truth (left) and prediction (right) as colour overlays."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+    for ax, mask, name in zip(axes, (gt, pred), ("ground truth", "prediction")):
+        ax.imshow(image, cmap="gray")
+        ax.imshow(np.ma.masked_where(mask == 0, mask), cmap="autumn", alpha=0.5, vmin=0, vmax=max(mask.max(), 1))
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+class Tracker:
+    """Rank-0 sink for metrics and artefacts of one run directory."""
+
+    def __init__(self, run_dir: Path, *, mlflow_enabled: bool = True, uri: str | None = None,
+                 experiment: str = "voxray", params: Mapping[str, Any] | None = None, start_step: int = 0) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run_dir / "metrics.csv"
+        self._truncate(start_step)
+        self._t0, self._last_progress = time.monotonic(), 0.0
+        self.mlflow = None
+        if mlflow_enabled:
+            self._start_mlflow(uri, experiment, params or {})
+
+    def _truncate(self, start_step: int) -> None:
+        rows = [r for r in read_metrics(self.csv_path) if r["step"] <= start_step]
+        with self.csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "name", "value"])
+            w.writerows([[r["step"], r["name"], r["value"]] for r in rows])
+
+    def _start_mlflow(self, uri: str | None, experiment: str, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(uri or (self.run_dir / "mlruns").resolve().as_uri())
+        mlflow.set_experiment(experiment)
+        id_file = self.run_dir / "mlflow_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+        run = mlflow.start_run(run_id=run_id, run_name=self.run_dir.name)
+        if run_id is None:
+            id_file.write_text(run.info.run_id)
+            flat = {k: str(v)[:500] for k, v in flatten(params).items()}
+            mlflow.log_params(flat)
+        self.mlflow = mlflow
+        self.run_id = run.info.run_id
+
+    def log(self, step: int, metrics: Mapping[str, float], *, mlflow: bool = True) -> None:
+        """Append finite-or-not values to metrics.csv and (optionally) MLflow."""
+        with self.csv_path.open("a", newline="") as f:
+            csv.writer(f).writerows([[step, k, float(v)] for k, v in metrics.items()])
+        if mlflow and self.mlflow is not None:
+            finite = {k.replace("/", "_"): float(v) for k, v in metrics.items() if np.isfinite(v)}
+            self.mlflow.log_metrics(finite, step=step)
+
+    def progress(self, step: int, total: int, loss: float, lr: float, its: float, *, force: bool = False) -> None:
+        """progress.json for the driver's progress bar (written at most twice a second)."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+        tmp = self.run_dir / "progress.json.tmp"
+        tmp.write_text(json.dumps({"step": step, "total": total, "loss": loss, "lr": lr, "it_s": its}))
+        tmp.replace(self.run_dir / "progress.json")
+
+    def plot(self) -> None:
+        plot_progress(read_metrics(self.csv_path), self.run_dir / "progress.png")
+        self.artifact(self.run_dir / "progress.png")
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        if self.mlflow is not None and path.exists():
+            self.mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.mlflow is not None:
+            self.mlflow.end_run(status=status)
+            self.mlflow = None
