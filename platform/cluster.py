@@ -196,6 +196,9 @@ def submit(job_path: Path, *, address: str, overrides: list[str] | None = None,
     """Package, upload and start the job; returns once the cluster accepted it (see `follow`)."""
     from voxray.platform.packaging import build_wheel
 
+    job, raw = _validate_for_cluster(Path(job_path), list(overrides or []))
+    check_paths(job, raw, address, str(job_path))  # fail before building or uploading anything
+    env_values(list(env_var_names or []))
     client = make_client(address)
     with tempfile.TemporaryDirectory(prefix="voxray-submit-") as tmp:
         wheel = build_wheel(Path(tmp) / "wheel") if ship_wheel else None
@@ -239,7 +242,7 @@ def job_status(address: str, job_id: str, *, tail: int = 20) -> dict[str, Any]:
     info = _info(client, job_id)
     meta = info.metadata or {}
     logs = client.get_job_logs(job_id) if tail > 0 else ""
-    return {"job_id": job_id, "state": str(info.status.value), "message": info.message,
+    return {"job_id": job_id, "ray_job_id": info.job_id, "state": str(info.status.value), "message": info.message,
             "name": meta.get(f"{META_PREFIX}name"), "kind": meta.get(f"{META_PREFIX}kind"),
             "entrypoint": info.entrypoint, "start_time": info.start_time, "end_time": info.end_time,
             "driver_node": getattr(info, "driver_node_id", None),

@@ -50,11 +50,13 @@ def is_remote(uri: str) -> bool:
 
 
 def open_fs(uri: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path inside it) for a local path or URI; missing backends name the pip package."""
+    """(fsspec filesystem, path inside it) for a local path or URI; local writes create parent folders as
+    object stores do; a missing backend names its pip package."""
     import fsspec
 
+    options = {"auto_mkdir": True} if protocol(uri) in LOCAL_PROTOCOLS else {}  # object stores have no folders
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = fsspec.core.url_to_fs(uri, **options)
     except ImportError as exc:
         from voxray.platform.errors import VoxrayError
 
