@@ -24,6 +24,8 @@ app = typer.Typer(
 # Command modules; each defines `register(app)`.
 COMMANDS = [
     "voxray.platform.cli.jobs",
+    "voxray.platform.cli.serve",
+    "voxray.platform.cli.store",
     "voxray.platform.cli.demo",
     "voxray.platform.cli.cluster",
 ]
