@@ -156,3 +156,27 @@ def strip_nii(name: str) -> str:
 def no_cases(root: Path, layout: str, what: str) -> DataError:
     """The error for a root that has the right shape but holds no case."""
     return DataError(f"no cases found under {root} ({what}); is this a {layout} layout?")
+
+
+def build_case(case_id: str, images: dict[str, Path], label: Path | None, split: str, meta: dict | None = None) -> Case:
+    """A multi-file case with its discovery problems: missing image files, and a missing label when the split
+    wants one ("train"). "test" drops labels; "all" keeps a label only where it exists."""
+    meta = dict(meta or {})
+    meta["has_label_file"] = label is not None and label.is_file()
+    missing = [path for path in images.values() if not path.is_file()]
+    problems = [f"missing {name} image {path}" for name, path in images.items() if not path.is_file()]
+    if split == "test":
+        label = None
+    elif label is not None and not label.is_file():
+        if split == "train":
+            problems.append(f"missing label {label}")
+            missing.append(label)
+        label = None
+    if missing:
+        meta["problem_file"] = str(missing[0])
+    return Case(case_id, dict(images), label, meta, tuple(problems))
+
+
+def unlabelled(cases: list[Case]) -> list[Case]:
+    """Split "test" of layouts without a separate test part: the cases that have no label file."""
+    return [c for c in cases if not c.meta.get("has_label_file")]
