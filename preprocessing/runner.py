@@ -43,6 +43,16 @@ def _table(rows: list[dict], reused: set[str]) -> list[dict]:
              "error": r.get("error")} for r in rows]
 
 
+def discover(spec: Any, adapter: Any) -> list:
+    """The cases to convert: discovered, sorted by id, cut to `max_cases`; DataError when there are none."""
+    cases = sorted(adapter.discover(spec.dataset.root), key=lambda c: c.case_id)
+    if spec.max_cases:
+        cases = cases[: spec.max_cases]
+    if not cases:
+        raise DataError(f"{spec.dataset.root}: no cases found for layout {spec.dataset.layout!r}")
+    return cases
+
+
 def run_preprocess(job: Any) -> StageResult:
     """Convert the job's dataset into its store; not ok when any case failed (good cases are kept)."""
     from voxray.preprocessing.datasets import adapter_from_spec
@@ -50,11 +60,7 @@ def run_preprocess(job: Any) -> StageResult:
     spec = job.preprocess
     start = time.perf_counter()
     adapter = adapter_from_spec(spec.dataset)
-    cases = sorted(adapter.discover(spec.dataset.root), key=lambda c: c.case_id)
-    if spec.max_cases:
-        cases = cases[: spec.max_cases]
-    if not cases:
-        raise DataError(f"{spec.dataset.root}: no cases found for layout {spec.dataset.layout!r}")
+    cases = discover(spec, adapter)
     meta = adapter.metadata()
     settings = settings_from_spec(spec, meta)
     files = StoreFiles(spec.store)
