@@ -51,10 +51,18 @@ class VoxrayModel:
     def __serve_build_asgi_app__(self) -> Any:
         return build_app(self.service)
 
-    def batch_stats(self) -> dict[str, Any]:
-        """Sizes of recent batches (tests and benchmarks check that batching happens)."""
+    def stats(self) -> dict[str, Any]:
+        """Recent batch sizes and this replica's memory (tests and benchmarks check batching and bounded RSS)."""
+        import os
+        import resource
+
         sizes = self.batch_sizes
-        return {"batches": len(sizes), "max": max(sizes, default=0), "mean": sum(sizes) / max(len(sizes), 1)}
+        with open("/proc/self/statm") as fh:
+            rss_pages = int(fh.read().split()[1])
+        return {"batches": len(sizes), "max_batch": max(sizes, default=0),
+                "mean_batch": sum(sizes) / max(len(sizes), 1), "pid": os.getpid(),
+                "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     async def infer(self, image: torch.Tensor) -> torch.Tensor:
         return await self.infer_batch(image)

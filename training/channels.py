@@ -57,3 +57,35 @@ def match_channels(given: list[str] | tuple[str, ...], expected: list[str] | tup
         raise ChannelMismatch(f"modalities do not match the model's channels: {', '.join(parts)}; "
                               f"expected exactly {list(expected)} (case-insensitive; aliases such as t1ce/t1gd work)")
     return [seen[canonical(e)] for e in expected]
+
+
+def channel_from_filename(path: str, channels: list[str] | tuple[str, ...]) -> str | None:
+    """The model channel a file name names (`BraTS_001_t1ce.nii.gz` → the `t1gd` channel), or None."""
+    stem = re.sub(r"\.nii(\.gz)?$", "", path.replace("\\", "/").rsplit("/", 1)[-1].lower())
+    tokens = [canonical(t) for t in re.split(r"[_\-. ]+", stem) if t]
+    hits = [c for c in channels if canonical(c) in tokens]
+    if len(hits) == 1:
+        return hits[0]
+    # the last token decides ties such as t1 vs t1ce both being present in a stem
+    return next((c for c in channels if tokens and canonical(c) == tokens[-1]), None)
+
+
+def name_inputs(inputs: list[str], channels: list[str] | tuple[str, ...]) -> dict[str, str] | str:
+    """CLI `--input` values → {channel: path} or one path (a 4D image, or 3D for a one-channel model).
+
+    Each value is `name=path` or a path whose file name names a channel (`…_flair.nii.gz`).
+    """
+    if len(inputs) == 1 and "=" not in inputs[0]:
+        return inputs[0]
+    named: dict[str, str] = {}
+    for value in inputs:
+        name, sep, path = value.partition("=")
+        if not sep:
+            path, name = value, channel_from_filename(value, channels) or ""
+            if not name:
+                raise ChannelMismatch(f"cannot tell which channel {value!r} is; write it as <channel>=<path> "
+                                      f"with a channel of {list(channels)}")
+        if name in named:
+            raise ChannelMismatch(f"channel {name!r} given twice")
+        named[name] = path
+    return named
