@@ -36,8 +36,8 @@ def synth_dataset(layout: str, out: str | Path, cases: int = 2, seed: int = 0,
     if cases < 1 or test_cases < 0:
         raise ValueError(f"cases must be >= 1 and test_cases >= 0, got cases={cases}, test_cases={test_cases}")
     shape = tuple(int(s) for s in (shape or writer.DEFAULT_SHAPE))
-    if len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"shape {list(shape)} must be three sizes of at least 8 voxels")
+    if len(shape) != 3 or min(shape) < 4:
+        raise ValueError(f"shape {list(shape)} must be three sizes of at least 4 voxels")
     if test_cases and not getattr(writer, "HAS_TEST_SPLIT", True):
         raise ValueError(f"layout {layout!r} has no unlabelled test part in the real dataset; use test_cases=0")
     out = Path(out)

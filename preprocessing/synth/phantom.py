@@ -113,10 +113,10 @@ class Head:
     gyri: SmoothField
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, grid: Grid, fill: float = 0.42) -> "Head":
-        """A head filling about `fill` of the grid's field of view on each side of its centre."""
+    def sample(cls, rng: np.random.Generator, grid: Grid, fill: float | tuple[float, ...] = 0.42) -> "Head":
+        """A head filling about `fill` of the grid's field of view (per axis) on each side of its centre."""
         extent = np.linalg.norm(grid.affine[:3, :3], axis=0) * np.asarray(grid.shape)
-        radii = fill * extent * rng.uniform(0.93, 1.03, size=3)
+        radii = np.asarray(fill, dtype=float) * extent * rng.uniform(0.93, 1.03, size=3)
         middle = grid.affine @ np.append((np.asarray(grid.shape) - 1) / 2.0, 1.0)
         centre = middle[:3] + rng.uniform(-0.03, 0.03, size=3) * extent
         return cls(centre, radii, SmoothField(rng, 6, 2.0), SmoothField(rng, 8, 7.0))
@@ -191,10 +191,11 @@ def render(tissue: np.ndarray, lesion: np.ndarray | None, tissue_lut, lesion_lut
 
 
 def brain_case(grids: dict[str, Grid], modalities: list[str], label_grid: str, rng: np.random.Generator,
-               lesion: str | None, skull: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+               lesion: str | None, skull: bool = False,
+               fill: float | tuple[float, ...] = 0.42) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Render `modalities` (each on its grid) of one random head; returns images, lesion codes and tissue codes
-    on `label_grid`. `lesion` is "glioma", "stroke" or None."""
-    head = Head.sample(rng, grids[label_grid])
+    on `label_grid`. `lesion` is "glioma", "stroke" or None; `fill` > 0.5 on an axis makes a slab through the head."""
+    head = Head.sample(rng, grids[label_grid], fill)
     lesion_seed = int(rng.integers(2**31))
     images: dict[str, np.ndarray] = {}
     lesion_maps: dict[str, np.ndarray] = {}
