@@ -23,6 +23,9 @@ VENV_BIN = Path(sys.executable).parent
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                  "health_check_initial_delay_ms": 1000}
 """Detect a dead node in ~3 s instead of ~30 s, so the node-death test fits CI."""
+WORKER_PORTS = 48
+NODE_PORTS = 6 + WORKER_PORTS
+"""Ports per node: raylet, object manager, agent ×2, runtime-env agent, metrics, then one per worker process."""
 
 
 def free_ports(n: int) -> list[int]:
@@ -113,16 +116,16 @@ class LocalCluster:
         env.pop("RAY_AUTH_TOKEN_PATH", None)
         return cls(root=Path(root), env=env)
 
-    def _start(self, name: str, args: list[str]) -> Node:
+    def _start(self, name: str, args: list[str], extra_ports: list[int]) -> Node:
+        """`ray start --block` in its own session; all ports come from one free-port draw so none collide."""
         temp_dir = self.root / name
         temp_dir.mkdir(parents=True, exist_ok=True)
-        p = free_ports(9)
+        p = extra_ports
         cmd = [str(VENV_BIN / "ray"), "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats",
                "--node-ip-address=127.0.0.1", f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}",
                f"--dashboard-agent-listen-port={p[2]}", f"--dashboard-agent-grpc-port={p[3]}",
                f"--runtime-env-agent-port={p[4]}", f"--metrics-export-port={p[5]}",
-               f"--min-worker-port={p[6]}", f"--max-worker-port={p[6] + 200}",
-               "--object-store-memory=120000000", *args]
+               f"--worker-port-list={','.join(map(str, p[6:]))}", "--object-store-memory=120000000", *args]
         log = temp_dir.parent / f"{name}.log"
         proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=self.env,
                                 start_new_session=True, cwd=self.root)
@@ -131,17 +134,17 @@ class LocalCluster:
         return node
 
     def start_head(self, num_cpus: int = 1) -> None:
-        gcs, dash, client = free_ports(3)
+        gcs, dash, client, *ports = free_ports(3 + NODE_PORTS)
         self._start("head", ["--head", f"--port={gcs}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
                              f"--ray-client-server-port={client}", f"--num-cpus={num_cpus}",
-                             f"--system-config={json.dumps(SYSTEM_CONFIG)}"])
+                             f"--system-config={json.dumps(SYSTEM_CONFIG)}"], ports)
         self.gcs_address = f"127.0.0.1:{gcs}"
         self.dashboard_url = f"http://127.0.0.1:{dash}"
         self.wait_nodes(1, timeout=60)
 
     def add_worker(self, name: str, resources: dict[str, float], num_cpus: int = 1) -> Node:
         node = self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}",
-                                  f"--resources={json.dumps(resources)}"])
+                                  f"--resources={json.dumps(resources)}"], free_ports(NODE_PORTS))
         self.wait_nodes(sum(1 for n in self.nodes), timeout=60)
         return node
 
