@@ -28,6 +28,7 @@ COMMANDS = [
     "voxray.platform.cli.store",
     "voxray.platform.cli.demo",
     "voxray.platform.cli.cluster",
+    "voxray.platform.cli.data",
 ]
 
 
