@@ -59,7 +59,7 @@ def resolve_version(path: str | Path) -> Path:
     versions = list_versions(p)
     if not versions:
         raise ModelNotFound(f"no exported model at {str(p)!r} (expected {CARD} there or numbered versions under it)",
-                            hint="train with `train.export: true`, or point at <registry>/<name>[/<version>]")
+                            hint="train with `train.export: true`, or point at <registry>/<name> or <registry>/<name>/<version>")
     return p / str(versions[-1])
 
 
@@ -172,7 +172,10 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict]:
         raise ModelNotFound(f"{vdir} has a card but no {WEIGHTS}")
     model = build_from_card(card)
     weights = load_file(str(vdir / WEIGHTS), device="cpu")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        raise InvalidCard(f"{vdir}: weights do not fit the card's architecture ({str(exc).splitlines()[1:3]})") from None
     expected = set(model.state_dict())
     really_missing = [k for k in missing if not _is_tied(model, k, weights)]
     if really_missing or unexpected:

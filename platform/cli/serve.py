@@ -38,7 +38,7 @@ InputOpt = Annotated[list[str], typer.Option("--input", "-i", help="<channel>=<p
 def predict(
     inputs: InputOpt,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the mask NIfTI here.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry entry <registry>/<name>[/<version>] "
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry entry <registry>/<name> or <registry>/<name>/<version> "
                                                  "(predicts in this process).")] = None,
     url: Annotated[Optional[str], typer.Option("--url", help="A voxray server's base URL (predicts over HTTP).")] = None,
     api_key_env: Annotated[str, typer.Option(help="Env var with the server's API key (--url).")] = "VOXRAY_API_KEY",
@@ -87,7 +87,7 @@ def _predict_remote(url: str, inputs: list[str], api_key_env: str, out: Path | N
 
 
 def serve(
-    model: Annotated[str, typer.Argument(help="Registry entry <registry>/<name>[/<version>].")],
+    model: Annotated[str, typer.Argument(help="Registry entry <registry>/<name> or <registry>/<name>/<version>.")],
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     api_key_env: Annotated[Optional[str], typer.Option(help="Env var holding the API key; '' disables auth.")] = "VOXRAY_API_KEY",

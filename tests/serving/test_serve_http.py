@@ -41,13 +41,16 @@ def _free_port() -> int:
 def server(ray_session, tiny_model):
     from ray import serve
 
-    from voxray.serving.runner import start_serving
+    from voxray.platform.specs.job import ServeJob
+    from voxray.serving.runner import run_serve
 
     os.environ[KEY_ENV] = KEY
     spec = ServeSpec(model=str(tiny_model.parent), port=_free_port(), api_key_env=KEY_ENV, max_batch_size=8,
-                     batch_wait_timeout_s=0.2, num_cpus=0.5,
+                     batch_wait_timeout_s=0.2, num_cpus=0.5, blocking=False,
                      limits={"max_upload_mb": 1.0, "max_voxels": 40**3, "max_dim": 64})
-    url = start_serving(spec, APP)
+    result = run_serve(ServeJob(name=APP, serve=spec))
+    assert result.ok and result.summary["version"] == 1
+    url = result.summary["url"]
     handle = serve.get_deployment_handle("voxray-model", app_name=APP)
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
