@@ -1,5 +1,6 @@
 """Run tracking on rank 0: metrics.csv (long format), progress.json (driver progress bar), progress.png,
-prediction overlay PNGs, and MLflow (local file store under the run dir unless `tracking.uri` is set).
+prediction overlay PNGs, and MLflow (a local SQLite store
++ artefact folder under the run dir unless `tracking.uri` is set).
 
 Everything is keyed by optimiser step. On resume, rows past the restored step are dropped so curves stay
 monotonic after a worker failure.
@@ -111,7 +112,11 @@ class Tracker:
     def _start_mlflow(self, uri: str | None, experiment: str, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        mlflow.set_tracking_uri(uri or (self.run_dir / "mlruns").resolve().as_uri())
+        # Default: SQLite under the run dir (MLflow 3 keeps its file store in maintenance mode), artefacts beside it.
+        mlflow.set_tracking_uri(uri or f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}")
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = None if uri else (self.run_dir / "mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
         mlflow.set_experiment(experiment)
         id_file = self.run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
