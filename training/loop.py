@@ -9,8 +9,10 @@ config: {"train": TrainSpec as JSON dict, "name": job name, "run_dir": str, "in_
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -33,9 +35,11 @@ from voxray.training.validation import validate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_loop", "build_network", "build_optimizer", "train_step", "open_store", "NAN_KEY"]
+__all__ = ["train_loop", "build_network", "build_optimizer", "train_step", "open_store", "NAN_KEY", "STOPPED_FILE"]
 
 NAN_KEY = "stopped/nan_loss_at_step"
+STOPPED_FILE = "stopped.json"
+"""Written by rank 0 when a NaN loss stops the run (the runner turns it into JobFailed)."""
 
 
 def open_store(uri: str):
@@ -130,6 +134,9 @@ def _setup(config: Mapping[str, Any]) -> dict[str, Any]:
     spec = TrainSpec.model_validate(config["train"])
     run_dir, in_ray = Path(config["run_dir"]), bool(config.get("in_ray"))
     rank, world, device = _dist_env(in_ray)
+    pid_dir = run_dir / "workers"  # who is training right now (ops, and the worker-kill reliability test)
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
     seed_everything(spec.seed + rank, spec.deterministic)
     store = open_store(spec.store)
     meta = store.metadata()
@@ -248,6 +255,7 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
                 env["reporter"].report({**_score(env, progress), NAN_KEY: step, "step": step}, None, env["rank"])
                 if tracker:
                     tracker.log(step, {"train/loss": loss}, mlflow=False)
+                    (env["run_dir"] / STOPPED_FILE).write_text(json.dumps({"nan_loss_at_step": step}))
                 log.error("loss became %s at step %d; stopped, the last good checkpoint is kept", loss, step)
                 return {NAN_KEY: float(step)}
             lr = env["optimizer"].param_groups[0]["lr"]

@@ -1,0 +1,41 @@
+"""Best checkpoint → model registry (`registry.export_model`), with the model card serving needs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from voxray.platform.specs.train import TrainSpec
+from voxray.training import tasks
+from voxray.training.checkpoint import load_state
+
+log = logging.getLogger(__name__)
+
+__all__ = ["model_card", "export_checkpoint"]
+
+
+def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: Mapping[str, Any]) -> dict:
+    """Card keys of docs/CONTRACTS.md "Registry" (name/version/created are set by export_model)."""
+    meta = store.metadata()
+    channels = list(spec.channels) if spec.channels else list(store.channels)
+    return {"model": spec.model.model_dump(mode="json"), "spatial_dims": len(spec.patch), "patch": list(spec.patch),
+            "in_channels": len(channels), "channels": channels,
+            "out_channels": tasks.num_outputs(spec.task, meta), "task": spec.task,
+            "labels": {int(k): v for k, v in (meta.get("labels") or {}).items()},
+            "label_encoding": meta.get("label_encoding", "index"), "regions": meta.get("regions"),
+            "slice_axis": meta.get("slice_axis"), "preprocess": store.attrs.get("transform"),
+            "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            "source": dict(source)}
+
+
+def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *, name: str, registry_root: str,
+                      metrics: Mapping[str, Any], source: Mapping[str, Any]) -> Path:
+    """Rebuild the network, load the checkpoint's weights and write the next registry version; returns its dir."""
+    from voxray.training.loop import build_network
+    from voxray.training.registry import export_model
+
+    card = model_card(spec, store, metrics, {**source, "checkpoint": str(checkpoint_dir)})
+    model = build_network(spec, in_channels=card["in_channels"], out_channels=card["out_channels"])
+    model.load_state_dict(load_state(checkpoint_dir)["model"])
+    return export_model(model.eval(), card, registry_root, name)

@@ -1,0 +1,118 @@
+"""`run_train(job) -> StageResult`: store → Ray Train (or in-process) → best checkpoint → registry.
+
+The run dir `<train.output>/<job name>/` holds job.resolved.yaml, split.json, metrics.csv, progress.png,
+overlays/, MLflow, Ray's checkpoints (`ray/<job name>/`) and `result.json`. Rerunning the same job resumes from
+the last checkpoint; rerunning a finished job (same resolved spec) returns its result without training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from voxray.platform.errors import DataError, JobFailed, SpecError
+from voxray.platform.specs.loader import dump_job, write_resolved
+from voxray.platform.stages import StageResult
+from voxray.training import tasks
+from voxray.training.checkpoint import LocalReporter
+from voxray.training.data import channel_indices, load_or_make_split
+from voxray.training.export import export_checkpoint
+from voxray.training.loop import NAN_KEY, STOPPED_FILE, open_store, train_loop
+from voxray.training.progress import ProgressBar
+from voxray.training.trainer import build_trainer, loop_config
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_train", "RESULT_FILE"]
+
+RESULT_FILE = "result.json"
+
+
+def _check(job: Any, store: Any) -> None:
+    """Spec ↔ store problems as SpecError before any worker starts."""
+    spec = job.train
+    try:
+        tasks.num_outputs(spec.task, store.metadata())
+        if spec.task == "labels" and store.label_encoding == "bitmask":
+            raise ValueError("the store is bitmask-encoded (overlapping classes): use task 'multilabel'")
+    except ValueError as exc:
+        raise SpecError("", [f"train.task: {exc}"]) from None
+    try:
+        channel_indices(store.channels, spec.channels)
+    except DataError as exc:
+        raise SpecError("", [f"train.channels: {exc}"]) from None
+
+
+def _fit_ray(job: Any, run_dir: Path) -> tuple[Path | None, dict]:
+    """TorchTrainer.fit(); returns (best checkpoint dir, its metrics)."""
+    import ray.train
+
+    trainer = build_trainer(job, run_dir=run_dir)
+    with ProgressBar(run_dir, job.train.steps):
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as exc:
+            raise JobFailed(f"training failed: {exc}", hint=f"see the worker logs; rerun the same job to resume "
+                                                             f"from the last checkpoint in {run_dir}") from None
+    c = job.train.checkpoint
+    scored = [(ck, m) for ck, m in (result.best_checkpoints or []) if c.metric in m]
+    if not scored:
+        return (Path(result.checkpoint.path) if result.checkpoint else None), dict(result.metrics or {})
+    ck, metrics = (max if c.mode == "max" else min)(scored, key=lambda cm: cm[1][c.metric])
+    return Path(ck.path), dict(metrics)
+
+
+def _fit_local(job: Any, run_dir: Path) -> tuple[Path | None, dict]:
+    """num_workers 0: the loop in this process, checkpoints under <run_dir>/checkpoints."""
+    with ProgressBar(run_dir, job.train.steps):
+        train_loop(loop_config(job.train, name=job.name, run_dir=run_dir, in_ray=False))
+    c = job.train.checkpoint
+    best = LocalReporter(run_dir, keep=c.keep, metric=c.metric, mode=c.mode).best()
+    metrics = json.loads((best / "metrics.json").read_text()) if best else {}
+    return best, metrics
+
+
+def _finished(run_dir: Path, resolved: str) -> StageResult | None:
+    path = run_dir / RESULT_FILE
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("resolved") != resolved:
+        return None
+    log.info("%s already finished (same spec): not retraining", run_dir)
+    return StageResult("train", summary=done["summary"], tables=[("validation", done["table"])],
+                       message=None)
+
+
+def run_train(job: Any) -> StageResult:
+    """Train `job.train`, export the best checkpoint, return run dir, model dir and validation metrics."""
+    spec = job.train
+    run_dir = Path(spec.output) / job.name
+    resolved = dump_job(job)
+    if (done := _finished(run_dir, resolved)) is not None:
+        return done
+    store = open_store(spec.store)
+    _check(job, store)
+    write_resolved(job, run_dir)
+    load_or_make_split(run_dir / "split.json", store.case_ids(), spec.validation, spec.seed)
+    (run_dir / STOPPED_FILE).unlink(missing_ok=True)
+    best, metrics = (_fit_local if spec.scaling.num_workers == 0 else _fit_ray)(job, run_dir)
+    if (run_dir / STOPPED_FILE).exists():
+        step = json.loads((run_dir / STOPPED_FILE).read_text())["nan_loss_at_step"]
+        raise JobFailed(f"the loss became NaN/inf at step {step}; training stopped and the last good checkpoint "
+                        f"is kept in {run_dir}", hint="lower train.optimizer.lr or set train.grad_clip, then rerun")
+    if best is None:
+        raise JobFailed(f"training produced no checkpoint in {run_dir}")
+    val = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k != NAN_KEY}
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": str(best), **val}
+    if spec.export:
+        model_dir = export_checkpoint(best, spec, store, name=job.name, registry_root=spec.registry, metrics=val,
+                                      source={"job": job.name, "run_dir": str(run_dir),
+                                              "step": int(metrics.get("step", 0))})
+        summary = {"run_dir": str(run_dir), "model": str(model_dir), **summary}
+    table = [{"metric": k, "value": round(v, 4)} for k, v in sorted(val.items())]
+    (run_dir / RESULT_FILE).write_text(json.dumps({"resolved": resolved, "summary": summary, "table": table},
+                                                  indent=1))
+    return StageResult("train", summary=summary, tables=[("validation", table)])
