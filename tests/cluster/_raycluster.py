@@ -186,6 +186,12 @@ class LocalCluster:
                         f"&filter_values={job_id}")
         return data["data"]["result"]["result"]
 
+    def actors(self, job_id: str) -> list[dict]:
+        """Actors of one Ray job (hex job id): class_name, state, node_id."""
+        data = self.api(f"/api/v0/actors?limit=10000&detail=true&filter_keys=job_id&filter_predicates=%3D"
+                        f"&filter_values={job_id}")
+        return data["data"]["result"]["result"]
+
     def shutdown(self) -> None:
         for node in reversed(self.nodes):
             node.kill()

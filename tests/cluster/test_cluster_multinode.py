@@ -1,5 +1,5 @@
-"""`voxray submit` against a real 2-node Ray cluster on this machine: work lands on both nodes, artefacts are
-complete, the token is required, and a worker node killed mid-preprocessing does not fail the job."""
+"""`voxray submit` against a real 2-node Ray cluster on this machine: a preprocess + DDP-train pipeline lands on
+both nodes, artefacts are complete, the token is required, and a worker node killed mid-preprocessing does not fail the job."""
 
 from __future__ import annotations
 
@@ -81,27 +81,56 @@ def test_token_is_required(ray_cluster):
     assert isinstance(json.loads(ok.stdout), list)
 
 
-def test_submit_runs_on_both_nodes(ray_cluster, dataset, tmp_path):
+PIPELINE_TRAIN = """train:
+  task: brats_regions
+  model: {{name: unet, channels: [8, 16], num_res_units: 1}}
+  patch: [16, 16, 16]
+  batch_size: 1
+  steps: 4
+  optimizer: {{lr: 3.0e-3}}
+  schedule: {{name: constant}}
+  validation: {{every: 4, folds: 2, max_cases: 1}}
+  checkpoint: {{every: 4}}
+  scaling: {{num_workers: 2, cpus_per_worker: 1}}
+  sampling: {{loader_workers: 1}}
+  augment: {{enabled: false}}
+  tracking: {{mlflow: false}}
+  output: {out}/runs
+  registry: {out}/registry
+"""
+
+
+def test_submit_pipeline_runs_on_both_nodes(ray_cluster, dataset, tmp_path):
+    """preprocess (Ray Data tasks on both nodes) → 2-rank DDP training (one rank per node: 1 CPU each) → export."""
     store = tmp_path / "brats.zarr"
-    job = write_job(tmp_path, "mn-pre", dataset, store, cases=4)
+    job = write_job(tmp_path, "mn-pipe", dataset, store, cases=4)
+    text = job.read_text().replace("kind: preprocess", "kind: pipeline")
+    job.write_text(text + PIPELINE_TRAIN.format(out=tmp_path))
     t0 = time.perf_counter()
-    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, "--follow")
+    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, "--follow", timeout=420)
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     job_id = job_id_of(proc.stdout)
     assert "SUCCEEDED" in proc.stdout and "cases_ok" in proc.stdout  # followed logs include the run summary
     info = status_json(ray_cluster, job_id)
-    assert info["state"] == "SUCCEEDED" and info["kind"] == "preprocess"
+    assert info["state"] == "SUCCEEDED" and info["kind"] == "pipeline"
     assert info["artefacts"]["preprocess.store"] == str(store)
+    assert info["artefacts"]["train.registry"] == str(tmp_path / "registry")
+    node_b = ray_cluster.node_id_with("node_b")
     tasks = convert_tasks(ray_cluster, info["ray_job_id"])
     nodes = {t["node_id"] for t in tasks if t["state"] == "FINISHED"}
-    assert ray_cluster.node_id_with("node_b") in nodes and len(nodes) == 2, tasks
+    assert node_b in nodes and len(nodes) == 2, tasks
+    ranks = [a for a in ray_cluster.actors(info["ray_job_id"]) if "TrainWorker" in a.get("class_name", "")]
+    assert {a["node_id"] for a in ranks} >= {node_b}, ranks  # DDP spans the two nodes
     assert_store_complete(store, 4)
+    versions = list((tmp_path / "registry" / "mn-pipe").iterdir())
+    assert [v.name for v in versions] == ["1"] and (versions[0] / "model.safetensors").is_file()
+    assert (tmp_path / "runs" / "mn-pipe" / "job.resolved.yaml").is_file()
     # the job ran the shipped wheel (content-hashed version), installed on the cluster's nodes
     installed = list(ray_cluster.root.glob("*/session_*/runtime_resources/py_modules_files/voxray-*/voxray-*"
                                            ".dist-info"))
     assert installed and all("+" in p.name for p in installed)
-    print(f"submit → SUCCEEDED in {elapsed:.1f} s on {len(nodes)} nodes")
+    print(f"pipeline submit → SUCCEEDED in {elapsed:.1f} s on {len(nodes)} nodes")
     if os.environ.get("VOXRAY_TEST_VERBOSE"):
         print(proc.stdout, proc.stderr)
 
