@@ -1,0 +1,152 @@
+"""Training benchmarks → benchmarks/results/train.json.
+
+- loader_overhead: step time with the real store loader (threads reading zarr + MONAI augmentation) divided by
+  the step time on batches already in memory (target ≤ 1.10).
+- ddp_speedup_2w: samples/s of 2 CPU workers over 1 worker (Ray Train, gloo). Honest caveat: this machine has
+  2 cores, so both workers share them with the loader threads; speed-up is capped well below 2.
+- sw_vs_monai: our `sliding_window_predict` time over MONAI's `sliding_window_inference` called directly (≤ 1.0).
+
+Usage: python benchmarks/train.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("bench.train")
+
+
+def build_store(tmp: Path, cases: int, shape: tuple[int, int, int]) -> str:
+    from voxray.platform.specs.loader import validate_job
+    from voxray.preprocessing.runner import run_preprocess
+    from voxray.preprocessing.synth import synth_dataset
+
+    synth_dataset("msd_brats", tmp / "raw", cases=cases, seed=0, shape=shape)
+    job = validate_job({"kind": "preprocess", "name": "bench", "preprocess": {
+        "dataset": {"layout": "msd_brats", "root": str(tmp / "raw")}, "store": str(tmp / "b.zarr"),
+        "chunk": [32, 32, 32]}}, base_dir=tmp)
+    run_preprocess(job)
+    return str(tmp / "b.zarr")
+
+
+def _model():
+    from voxray.platform.specs.models import MonaiUNetSpec
+    from voxray.training.models import build_model
+
+    return build_model(MonaiUNetSpec(channels=[16, 32, 64], num_res_units=1), in_channels=4, out_channels=3,
+                       spatial_dims=3, patch=[32, 32, 32])
+
+
+def loader_overhead(store_uri: str, steps: int) -> dict:
+    from voxray.platform.specs.train import AugmentSpec, LossSpec, ScheduleSpec
+    from voxray.preprocessing.store import Store
+    from voxray.training.data import PatchBatches
+    from voxray.training.loop import train_step
+    from voxray.training.losses import build_loss
+    from voxray.training.schedules import build_scheduler
+
+    store = Store.open(store_uri)
+    loader = PatchBatches(store, store.case_ids(), patch=[32, 32, 32], batch_size=2, task="brats_regions",
+                          meta=store.metadata(), augment=AugmentSpec(), workers=2, prefetch=4)
+    memory = [next(loader) for _ in range(4)]
+    model, loss = _model(), build_loss(LossSpec(), "brats_regions")
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    sched = build_scheduler(opt, ScheduleSpec(name="constant"), steps * 10)
+
+    def run(source) -> float:
+        train_step(model, [next(source)], loss, opt, sched, device=torch.device("cpu"))  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, [next(source)], loss, opt, sched, device=torch.device("cpu"))
+        return (time.perf_counter() - t0) / steps
+
+    def cycle():
+        while True:
+            yield from memory
+
+    t_mem, t_loader = run(cycle()), run(loader)
+    loader.close()
+    return {"step_s_memory": t_mem, "step_s_loader": t_loader, "loader_overhead": t_loader / t_mem}
+
+
+def ddp_speedup(store_uri: str, tmp: Path, steps: int) -> dict:
+    import ray
+
+    from voxray.platform.specs.loader import validate_job
+    from voxray.training.trainer import build_trainer
+
+    out = {}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        for workers in (1, 2):
+            spec = {"store": store_uri, "task": "brats_regions",
+                    "model": {"name": "unet", "channels": [16, 32, 64], "num_res_units": 1}, "patch": [32, 32, 32],
+                    "batch_size": 2, "steps": steps, "validation": {"every": 10**6, "folds": 2, "max_cases": 1},
+                    "checkpoint": {"every": 10**6}, "scaling": {"num_workers": workers, "cpus_per_worker": 1},
+                    "sampling": {"loader_workers": 1}, "tracking": {"mlflow": False}}
+            job = validate_job({"kind": "train", "name": f"ddp{workers}", "train": spec}, base_dir=tmp)
+            run_dir = tmp / f"ddp{workers}"
+            trainer = build_trainer(job, run_dir=run_dir)
+            t0 = time.perf_counter()
+            trainer.fit()
+            wall = time.perf_counter() - t0
+            out[f"samples_s_{workers}w"] = workers * 2 * steps / wall
+    finally:
+        ray.shutdown()
+    out["ddp_speedup_2w"] = out["samples_s_2w"] / out["samples_s_1w"]
+    return out
+
+
+def sw_vs_monai(shape: tuple[int, int, int], repeats: int) -> dict:
+    from monai.inferers import sliding_window_inference
+
+    from voxray.training.inference import sliding_window_predict
+
+    model = _model().eval()
+    image = torch.randn(4, *shape)
+
+    def ours():
+        return sliding_window_predict(model, image, [32, 32, 32], 0.5, mode="gaussian", device="cpu")
+
+    def monai():
+        with torch.no_grad():
+            return sliding_window_inference(image[None], [32, 32, 32], 1, model, overlap=0.5, mode="gaussian")
+
+    times = {}
+    for name, fn in (("monai", monai), ("ours", ours)) * 2:  # interleaved, second round counts
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        times[name] = (time.perf_counter() - t0) / repeats
+    return {"sw_s_ours": times["ours"], "sw_s_monai": times["monai"], "sw_vs_monai": times["ours"] / times["monai"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small CI-sized run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    q = args.quick
+    results: dict = {"quick": q, "cpus": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory(prefix="voxray-bench-train-") as d:
+        tmp = Path(d)
+        store = build_store(tmp, cases=4 if q else 8, shape=(48, 48, 40) if q else (96, 96, 80))
+        results.update(loader_overhead(store, steps=5 if q else 30))
+        results.update(sw_vs_monai((48, 48, 48) if q else (96, 96, 96), repeats=1 if q else 3))
+        results.update(ddp_speedup(store, tmp, steps=6 if q else 40))
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "train.json").write_text(json.dumps(results, indent=1))
+    for k, v in results.items():
+        print(f"{k:<22} {v:.4g}" if isinstance(v, float) else f"{k:<22} {v}")
+
+
+if __name__ == "__main__":
+    main()
