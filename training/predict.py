@@ -22,6 +22,9 @@ from voxray.training.channels import match_channels
 
 log = logging.getLogger(__name__)
 
+SW_BATCH_CAP = 4
+"""Stacked volumes per forward pass at most: bigger CPU batches thrash caches (measured in benchmarks/serve.py)."""
+
 __all__ = ["Predictor", "Prepared", "InvalidInput", "volume_from_images", "predict_files", "load_images"]
 
 
@@ -166,8 +169,9 @@ class Predictor:
 
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.device.type == "cuda" else nullcontext()
         with ctx:
-            out = sliding_window_inference(batch.to(self.device), self.patch, self.sw_batch_size * len(batch), net,
-                                           overlap=self.overlap, mode="gaussian")
+            sw_batch = self.sw_batch_size * min(len(batch), SW_BATCH_CAP)
+            out = sliding_window_inference(batch.to(self.device), self.patch, sw_batch, net, overlap=self.overlap,
+                                           mode="gaussian")
         return out.float().cpu()
 
     def finish(self, logits: torch.Tensor, record: dict) -> np.ndarray:
