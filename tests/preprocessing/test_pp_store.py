@@ -147,3 +147,18 @@ def test_manifest_row_sources_are_json(data, tmp_path):
     row = Store.open(uri).manifest().to_pylist()[0]
     src = json.loads(row["sources"])
     assert len(src) == 2 and all(len(v["sha256"]) == 64 for v in src.values())
+
+
+def test_discovery_problem_becomes_error_row(data, tmp_path):
+    from dataclasses import replace
+
+    from voxray.preprocessing.cases import convert_case
+    from voxray.preprocessing.datasets import get_adapter
+    from voxray.preprocessing.runner import settings_from_spec
+
+    adapter = get_adapter("msd_brats")
+    case = replace(adapter.discover(data)[0], problems=("missing modality t2w",))
+    settings = settings_from_spec(job(data, str(tmp_path / "s.zarr")).preprocess, adapter.metadata())
+    row = convert_case(adapter, case, settings, {})
+    assert row["status"] == "error" and "missing modality t2w" in row["error"]
+    assert json.loads((tmp_path / "s.zarr" / "_rows" / f"{case.case_id}.json").read_text())["status"] == "error"
