@@ -9,6 +9,7 @@ import pytest
 
 from voxray.platform.specs.loader import load_job
 from voxray.platform.specs.train import TrainSpec
+from voxray.training.tune.driver import trial_train_spec
 from voxray.training.tune.plots import plot_histories, plot_params
 from voxray.training.tune.results import TrialOutcome, best_train_job, rank, write_best_yaml, write_tables
 from voxray.training.tune.space import SearchSpace
@@ -55,12 +56,15 @@ def test_tables_plots_and_best_yaml(outcomes, tmp_path):
         assert png.read_bytes()[:4] == b"\x89PNG"
     base = TrainSpec(store=str(tmp_path / "s.zarr"), model={"name": "unet_depth", "depth": 2}, patch=[32, 32],
                      export=False)
-    job = best_train_job("sweep-best", base, outcomes[0].params, ray={"num_cpus": 2})
+    trial = trial_train_spec(base, outcomes[0].params, metric="val/mse", mode="min")
+    job = best_train_job("sweep-best", trial, base, ray={"num_cpus": 2})
     out = write_best_yaml(job, tmp_path / "best_train.yaml", outcomes[0], M, "max")
     assert "best trial t1" in out.read_text().splitlines()[0]
     loaded = load_job(out)
     assert loaded.kind == "train" and loaded.train.channels == ["FLAIR"] and loaded.train.export
     assert loaded.train.optimizer.lr == pytest.approx(1e-3) and loaded.train.store == str(tmp_path / "s.zarr")
+    assert loaded.train.checkpoint.metric == "val/mse" and loaded.train.checkpoint.mode == "min"
+    assert loaded.train.tracking.mlflow  # trials skip MLflow; the standalone rerun tracks like the base
 
 
 @pytest.mark.slow

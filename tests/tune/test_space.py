@@ -99,3 +99,13 @@ def test_label_is_one_line_yaml():
     assert label(["FLAIR", "T1w"]) == "[FLAIR, T1w]"
     assert label({"name": "unet_depth", "depth": 2}) == "{name: unet_depth, depth: 2}"
     assert label(0.5) == 0.5 and label(None) is None
+
+
+def test_only_validation_reports_reach_tune():
+    from voxray.training.tune.driver import NAN_KEY, forwarded
+
+    assert forwarded({"step": 50.0, "val/dice_mean": 0.1}, every=50, steps=120)
+    assert forwarded({"step": 120}, every=50, steps=120)          # the final validation
+    assert not forwarded({"step": 30}, every=50, steps=120)       # checkpoint-only report, stale metrics
+    assert not forwarded({}, every=50, steps=120)
+    assert forwarded({"step": 7, NAN_KEY: 7}, every=50, steps=120)

@@ -64,12 +64,12 @@ def collect(result_grid: Any, space: SearchSpace) -> list[TrialOutcome]:
         df = res.metrics_dataframe
         history = [] if df is None else [{k: _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
         config = {k: v for k, v in (res.config or {}).items() if k in space.paths}
-        ckpt = (res.metrics or {}).get("checkpoint_path")
+        metrics = res.metrics or {}
         outcomes.append(TrialOutcome(
-            trial_id=res.path.rstrip("/").rsplit("/", 1)[-1] if res.path else "?",
+            trial_id=str(metrics.get("trial_id") or Path(res.path).name),
             params=space.decode(config), history=history,
             status="ERROR" if res.error else "TERMINATED", error=str(res.error)[:300] if res.error else None,
-            checkpoint=ckpt))
+            checkpoint=metrics.get("checkpoint_path")))
     return outcomes
 
 
@@ -126,11 +126,11 @@ def _cell(v: Any) -> Any:
     return v if v is None or isinstance(v, (bool, int, float)) else str(v)
 
 
-def best_train_job(name: str, base: TrainSpec, params: dict[str, Any], ray: Any) -> TrainJob:
-    """The best trial as a standalone train job: base spec + sampled values, exporting its model."""
-    from voxray.training.tune.space import apply_values
-
-    spec = apply_values(base, params).model_copy(update={"export": True})
+def best_train_job(name: str, trial_spec: TrainSpec, base: TrainSpec, ray: Any) -> TrainJob:
+    """The best trial as a standalone train job: the trial's exact spec (same seed, same checkpoint metric),
+    exporting its model and tracking like the base spec."""
+    spec = trial_spec.model_copy(update={"export": True, "tracking": base.tracking,
+                                         "output": base.output})
     return TrainJob(name=name, ray=ray, train=spec)
 
 

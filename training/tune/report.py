@@ -1,0 +1,96 @@
+"""After the sweep: ranked table, CSV/parquet, plots, MLflow, the best train YAML and the best model's export,
+gathered into the stage's StageResult."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from voxray.platform.errors import JobFailed
+from voxray.platform.specs.job import TuneJob
+from voxray.platform.stages import StageResult
+from voxray.training.tune.driver import trial_dir, trial_job
+from voxray.training.tune.plots import plot_histories, plot_params
+from voxray.training.tune.results import TrialOutcome, best_train_job, collect, rank, write_best_yaml, write_tables
+from voxray.training.tune.search import max_steps
+from voxray.training.tune.space import SearchSpace
+from voxray.training.tune.tracking import log_sweep
+
+log = logging.getLogger(__name__)
+
+BEST_YAML = "best_train.yaml"
+SUMMARY = "summary.json"
+
+
+def report_sweep(job: TuneJob, space: SearchSpace, root: Path, grid: Any, *, restored: bool) -> StageResult:
+    """Write every sweep artefact and summarise; not ok when no trial produced the metric."""
+    t = job.tune
+    outcomes = collect(grid, space)
+    rows = rank(outcomes, t.metric, t.mode, max_steps(job.train, space))
+    tables = write_tables(rows, root)
+    plots = [plot_histories(outcomes, t.metric, root / "metric_vs_step.png", max_steps=max_steps(job.train, space)),
+             plot_params(rows, space, t.metric, root / "params_vs_metric.png")]
+    summary: dict[str, Any] = {
+        "tune_dir": str(root), "trials": len(rows), "restored": restored,
+        "stopped_early": sum(bool(r["stopped_early"]) for r in rows),
+        "errored": sum(r["status"] == "ERROR" for r in rows),
+        "results": str(tables["csv"]), "plots": [str(p) for p in plots]}
+    best = _best(outcomes, rows, t.metric)
+    tracking = job.train.tracking
+    if tracking.mlflow:
+        summary["mlflow_parent_run"] = log_sweep(outcomes, rows, tune_dir=root, experiment=job.name,
+                                                 uri=tracking.uri, space_yaml=t.space, metric=t.metric)
+    result = StageResult(kind="tune", summary=summary, tables=[("trials (best first)", rows)])
+    if best is None:
+        result.ok = False
+        result.message = f"no trial reported {t.metric!r}; see the errors in {tables['csv']}"
+        return result
+    trial_spec = trial_job(job, best.params, best.trial_id).train
+    best_job = best_train_job(f"{job.name}-best", trial_spec, job.train, job.ray)
+    best_yaml = write_best_yaml(best_job, root / BEST_YAML, best, t.metric, t.mode)
+    summary.update({"best_trial": best.trial_id, t.metric: rows[0][t.metric], "best_yaml": str(best_yaml),
+                    "best_params": {k: rows[0][k] for k in space.paths}})
+    if t.export_best:
+        summary["model"] = str(_export(job, best, root))
+    (root / SUMMARY).write_text(json.dumps(summary, indent=1, default=str))
+    return result
+
+
+def best_checkpoint(run_dir: Path, metric: str, mode: str) -> tuple[Path, dict[str, Any]]:
+    """The trial's kept Train checkpoint with the best `metric` (each holds its metrics.json)."""
+    scored = []
+    for folder in (run_dir / "ray").glob("*/checkpoint_*"):
+        path = folder / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            value = metrics.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                scored.append((value, folder, metrics))
+    if not scored:
+        raise JobFailed(f"the best trial kept no checkpoint with {metric!r} under {run_dir / 'ray'}")
+    value, folder, metrics = (max if mode == "max" else min)(scored, key=lambda s: s[0])
+    return folder, metrics
+
+
+def _export(job: TuneJob, best: TrialOutcome, root: Path) -> Path:
+    """Export the best trial's best checkpoint to `<train.registry>/<job name>/<version>`."""
+    from voxray.training.export import export_checkpoint
+    from voxray.training.loop import open_store
+
+    spec = trial_job(job, best.params, best.trial_id).train
+    run_dir = trial_dir(root, best.trial_id)
+    folder, metrics = best_checkpoint(run_dir, job.tune.metric, job.tune.mode)
+    val = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
+    source = {"job": job.name, "tune_dir": str(root), "trial": best.trial_id, "run_dir": str(run_dir),
+              "step": int(metrics.get("step", 0)), "params": {k: str(v) for k, v in best.params.items()}}
+    return export_checkpoint(folder, spec, open_store(spec.store), name=job.name, registry_root=spec.registry,
+                             metrics=val, source=source)
+
+
+def _best(outcomes: list[TrialOutcome], rows: list[dict[str, Any]], metric: str) -> TrialOutcome | None:
+    if not rows or rows[0]["status"] == "ERROR" or rows[0].get("best_step") is None:
+        return None
+    return next(o for o in outcomes if o.trial_id == rows[0]["trial"])
