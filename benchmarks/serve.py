@@ -65,7 +65,8 @@ def make_inputs(root: Path) -> dict[str, bytes]:
     return out
 
 
-def in_process_seconds(model: Path, root: Path, repeats: int, threads: int) -> float:
+def in_process_predictor(model: Path, root: Path, threads: int):
+    """(predict-once callable, volume) for the same registry model and files, on `threads` torch threads."""
     import torch
 
     from voxray.training.predict import Predictor, load_images, volume_from_images
@@ -74,12 +75,13 @@ def in_process_seconds(model: Path, root: Path, repeats: int, threads: int) -> f
     predictor = Predictor.from_registry(model)
     volume = volume_from_images(load_images({c: root / f"{c}.nii.gz" for c in CHANNELS}), CHANNELS)
     predictor.predict(volume)
-    times = []
-    for _ in range(repeats):
+
+    def once() -> float:
         t0 = time.perf_counter()
         predictor.predict(volume)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return time.perf_counter() - t0
+
+    return once
 
 
 def deploy(model: Path, port: int, max_batch_size: int) -> str:
@@ -156,7 +158,8 @@ def run(quick: bool) -> dict:
     headers = {"Authorization": f"Bearer {os.environ[KEY_ENV]}"}
     root = Path(tempfile.mkdtemp(prefix="voxray-bench-serve-"))
     model, files = make_model(root), make_inputs(root)
-    inproc = in_process_seconds(model, root, repeats, threads=1)
+    in_process = in_process_predictor(model, root, threads=1)
+    load_before = os.getloadavg()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -167,9 +170,11 @@ def run(quick: bool) -> dict:
         def factory():
             return httpx.Client(base_url=url, headers=headers, timeout=120)
 
-        with factory() as http:
+        with factory() as http:  # alternate in-process and HTTP runs so machine load drifts hit both alike
             post(http, files)
-            single = statistics.median(post(http, files) for _ in range(repeats))
+            pairs = [(in_process(), post(http, files)) for _ in range(repeats)]
+        inproc = statistics.median(p[0] for p in pairs)
+        single = statistics.median(p[1] for p in pairs)
         rps_batched = throughput(factory, files, n_tput, 8)
         handle = serve.get_deployment_handle("voxray-model", app_name="bench")
         stats = handle.stats.remote().result()
@@ -190,7 +195,8 @@ def run(quick: bool) -> dict:
         "setup": {"volume": [4, *SHAPE], "model": "MONAI UNet [8, 16], 16³ windows, overlap 0.25",
                   "replica": "1 CPU, 1 torch thread, max_ongoing_requests 16, batch_wait 50 ms",
                   "clients": 8, "quick": quick, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                  "python": sys.version.split()[0]},
+                  "python": sys.version.split()[0],
+                  "load_average_1m": [round(load_before[0], 1), round(os.getloadavg()[0], 1)]},
     }
 
 
