@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from pydantic import ValidationError
 
 from voxray.platform.errors import SpecError
 from voxray.platform.specs.job import JOB_ADAPTER, KINDS, JobSpec
-from voxray.platform.specs.models import ModelSpec  # noqa: F401  (documents where model tags come from)
+from voxray.platform.specs.models import ModelSpec
 
+_MODEL_TAGS = {name for cls in typing.get_args(typing.get_args(ModelSpec)[0])
+               for name in typing.get_args(cls.model_fields["name"].annotation)}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RESOLVED_NAME = "job.resolved.yaml"
 
@@ -72,7 +75,7 @@ def _loc(loc: tuple) -> str:
         parts = parts[1:]
     out: list[str] = []
     for i, p in enumerate(parts):
-        if i > 0 and parts[i - 1] == "model" and p not in ("name",) and i + 1 < len(parts):
+        if i > 0 and parts[i - 1] == "model" and p in _MODEL_TAGS:
             continue  # model-name tag of the train.model union
         out.append(f"[{p}]" if p.isdigit() else p)
     return ".".join(out).replace(".[", "[") or "(top level)"
