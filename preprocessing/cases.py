@@ -44,7 +44,7 @@ def spec_hash(transform: TransformConfig, write: WriteOptions, dataset_meta: dic
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -66,7 +66,7 @@ def source_info(files: list[Path], previous: dict | None = None) -> dict[str, di
         if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
             out[key] = old
         else:
-            out[key] = {"sha256": _sha256(Path(f)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            out[key] = {"sha256": file_sha256(Path(f)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     return out
 
 

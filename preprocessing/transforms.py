@@ -50,8 +50,14 @@ class TransformConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TransformConfig":
-        return cls(spacing=tuple(data["spacing"]) if data.get("spacing") else None, normalize=data["normalize"],
-                   clip=tuple(data["clip"]) if data.get("clip") else None, crop_nonzero=bool(data["crop_nonzero"]))
+        """From `to_dict()` output (store root attrs, model cards); missing keys take the defaults."""
+        unknown = set(data) - {"spacing", "normalize", "clip", "crop_nonzero"}
+        if unknown:
+            raise ValueError(f"unknown transform config keys {sorted(unknown)}")
+        return cls(spacing=tuple(data["spacing"]) if data.get("spacing") else None,
+                   normalize=data.get("normalize", "zscore_nonzero"),
+                   clip=tuple(data["clip"]) if data.get("clip") else None,
+                   crop_nonzero=bool(data.get("crop_nonzero", True)))
 
     def to_dict(self) -> dict:
         d = asdict(self)

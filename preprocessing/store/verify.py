@@ -57,13 +57,13 @@ def _check_case(store: Store, row: dict, sources: bool) -> list[str]:
 
 
 def _check_sources(cid: str, info: dict) -> list[str]:
-    from voxray.preprocessing.cases import _sha256
+    from voxray.preprocessing.cases import file_sha256
 
     out = []
     for path, meta in info.items():
         if not Path(path).is_file():
             out.append(f"{cid}: source {path} is gone")
-        elif _sha256(Path(path)) != meta.get("sha256"):
+        elif file_sha256(Path(path)) != meta.get("sha256"):
             out.append(f"{cid}: source {path} changed since conversion (rerun the preprocess job)")
     return out
 

@@ -153,3 +153,6 @@ def test_unlabelled_volume_and_config_round_trip():
     out = preprocess_volume(vol, cfg)
     assert out.label is None
     assert TransformConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TransformConfig.from_dict({}) == TransformConfig()
+    with pytest.raises(ValueError, match="unknown"):
+        TransformConfig.from_dict({"spacng": [1, 1, 1]})
