@@ -90,4 +90,4 @@ class ModelService:
         """The mask as gzipped NIfTI bytes with the input's affine and header geometry."""
         import gzip
 
-        return gzip.compress(mask_image(mask, like).to_bytes(), compresslevel=1)
+        return gzip.compress(mask_image(mask, like).to_bytes(), compresslevel=1, mtime=0)  # deterministic bytes
