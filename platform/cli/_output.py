@@ -7,6 +7,7 @@ import sys
 from typing import Any, Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -43,8 +44,8 @@ def _fmt(v: Any) -> str:
 
 
 def error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
 
 
 def hint(message: str) -> None:
-    err_console.print(f"[yellow]hint:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]hint:[/] {escape(message)}", highlight=False, soft_wrap=True)
