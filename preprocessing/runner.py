@@ -58,6 +58,9 @@ def run_preprocess(job: Any) -> StageResult:
     from voxray.preprocessing.datasets import adapter_from_spec
 
     spec = job.preprocess
+    if spec.store.startswith("memory://"):
+        raise DataError(f"preprocess.store {spec.store!r}: a memory:// store lives inside one process, so Ray workers "
+                        "cannot write to it", hint="use a local path, a shared file system path or s3://…/gs://…")
     start = time.perf_counter()
     adapter = adapter_from_spec(spec.dataset)
     cases = discover(spec, adapter)

@@ -162,3 +162,10 @@ def test_discovery_problem_becomes_error_row(data, tmp_path):
     row = convert_case(adapter, case, settings, {})
     assert row["status"] == "error" and "missing modality t2w" in row["error"]
     assert json.loads((tmp_path / "s.zarr" / "_rows" / f"{case.case_id}.json").read_text())["status"] == "error"
+
+
+def test_run_preprocess_refuses_memory_store(data):
+    from voxray.preprocessing.runner import run_preprocess
+
+    with pytest.raises(DataError, match="memory://"):
+        run_preprocess(job(data, "memory://x/s.zarr"))
