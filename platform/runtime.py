@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,6 +25,20 @@ class RayInfo:
     resources: dict
 
 
+def _pinned_dashboard() -> dict:
+    """Dashboard on a known free port, announced to every worker as RAY_API_SERVER_ADDRESS.
+
+    Ray Train's PlacementGroupCleaner (a detached actor) asks the state API whether a Train controller died; with
+    no address it auto-detects the cluster and fails when several Ray instances run on the machine (CI, shared
+    boxes), so placement groups of trials stopped by Tune leak and later trials wait forever.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {"dashboard_port": port,
+            "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
+
+
 @contextmanager
 def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iterator[RayInfo]:
     """Start an embedded Ray (spec.address null) or connect to `address`/`spec.address`; reuse one already up.
@@ -42,6 +57,8 @@ def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iter
             kwargs.update(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.dashboard)
             if spec.object_store_memory_mb:
                 kwargs["object_store_memory"] = spec.object_store_memory_mb * 1024 * 1024
+            if spec.dashboard:
+                kwargs.update(_pinned_dashboard())
         else:
             kwargs.update(address=target, runtime_env=spec.runtime_env)
         try:

@@ -10,6 +10,7 @@ The trial itself holds a sliver of CPU (`tune.trial_cpus`); its Train workers re
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def run_trial(config: dict[str, Any], *, job: dict[str, Any], sweep_dir: str) ->
 
     from voxray.training.trainer import build_trainer
 
+    # Train propagates this to its controller; on a busy machine a worker group can take over Train's 60 s
+    # default to start, and each timed-out attempt is retried with a fresh placement group.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     tune_job = TuneJob.model_validate(job)
     values = SearchSpace(tune_job.tune.space).decode(config)
     trial_id = ray.tune.get_context().get_trial_id()

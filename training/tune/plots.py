@@ -52,7 +52,7 @@ def plot_params(rows: list[dict[str, Any]], space: SearchSpace, metric: str, out
             xs = [float(r[dom.path]) for r in good]
             if dom.kind == "loguniform":
                 ax.set_xscale("log")
-        ax.scatter(xs, ys, c=[r["rank"] for r in good], cmap="viridis_r", s=30)
+        ax.scatter(xs, ys, c=[r["rank"] for r in good], cmap="viridis", s=30)
         ax.set(xlabel=dom.path.removeprefix("train."), ylabel=metric)
     fig.suptitle(f"search space vs {metric} (darker = better rank)", fontsize=9)
     return _save(fig, plt, out)

@@ -54,7 +54,7 @@ def report_sweep(job: TuneJob, space: SearchSpace, root: Path, grid: Any, *, res
     summary.update({"best_trial": best.trial_id, t.metric: rows[0][t.metric], "best_yaml": str(best_yaml),
                     "best_params": {k: rows[0][k] for k in space.paths}})
     if t.export_best:
-        summary["model"] = str(_export(job, best, root))
+        summary["model"] = str(_previous_export(root, best.trial_id) or _export(job, best, root))
     (root / SUMMARY).write_text(json.dumps(summary, indent=1, default=str))
     return result
 
@@ -88,6 +88,18 @@ def _export(job: TuneJob, best: TrialOutcome, root: Path) -> Path:
               "step": int(metrics.get("step", 0)), "params": {k: str(v) for k, v in best.params.items()}}
     return export_checkpoint(folder, spec, open_store(spec.store), name=job.name, registry_root=spec.registry,
                              metrics=val, source=source)
+
+
+def _previous_export(root: Path, trial_id: str) -> Path | None:
+    """The model a previous report of this sweep exported for the same winner (a rerun adds no new version)."""
+    path = root / SUMMARY
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    model = old.get("model")
+    if old.get("best_trial") == trial_id and model and (Path(model) / "model.yaml").is_file():
+        return Path(model)
+    return None
 
 
 def _best(outcomes: list[TrialOutcome], rows: list[dict[str, Any]], metric: str) -> TrialOutcome | None:
