@@ -4,7 +4,8 @@
   the step time on batches already in memory (target ≤ 1.10); `_noaug` = the same without augmentation (I/O only).
 - ddp_speedup_2w: samples/s of 2 CPU workers over 1 worker (Ray Train, gloo). Honest caveat: this machine has
   2 cores, so both workers share them with the loader threads; speed-up is capped well below 2.
-- sw_vs_monai: our `sliding_window_predict` time over MONAI's `sliding_window_inference` called directly (≤ 1.0).
+- sw_vs_monai: our `sliding_window_predict` time over MONAI's `sliding_window_inference` called directly (≤ 1.0),
+  the median of back-to-back pair ratios (robust to the load swings of a shared machine).
 
 Usage: python benchmarks/train.py [--quick]
 """
@@ -124,14 +125,22 @@ def sw_vs_monai(shape: tuple[int, int, int], repeats: int) -> dict:
         with torch.no_grad():
             return sliding_window_inference(image[None], [32, 32, 32], 1, model, overlap=0.5, mode="gaussian")
 
-    times: dict[str, float] = {}
-    fn_by = {"monai": monai, "ours": ours}
-    for _ in range(repeats + 1):  # interleaved; best of the rounds (the machine is shared)
-        for name, fn in fn_by.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name] = min(times.get(name, 1e9), time.perf_counter() - t0)
-    return {"sw_s_ours": times["ours"], "sw_s_monai": times["monai"], "sw_vs_monai": times["ours"] / times["monai"]}
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    timed(ours), timed(monai)  # warm-up
+    pairs = []
+    for i in range(repeats):  # back to back, alternating order: load swings hit both alike
+        if i % 2:
+            m = timed(monai)
+            pairs.append((timed(ours), m))
+        else:
+            pairs.append((timed(ours), timed(monai)))
+    ratios = sorted(o / m for o, m in pairs)
+    return {"sw_s_ours": sorted(o for o, _ in pairs)[repeats // 2], "sw_s_monai": sorted(m for _, m in pairs)[repeats // 2],
+            "sw_vs_monai": ratios[repeats // 2]}
 
 
 def main() -> None:
@@ -150,7 +159,7 @@ def main() -> None:
         store = build_store(tmp, cases=4 if q else 8, shape=(48, 48, 40) if q else (96, 96, 80))
         results.update(loader_overhead(store, steps=6 if q else 20, augment=True))
         results.update(loader_overhead(store, steps=6 if q else 20, augment=False))
-        results.update(sw_vs_monai((48, 48, 48) if q else (96, 96, 96), repeats=1 if q else 3))
+        results.update(sw_vs_monai((48, 48, 48) if q else (96, 96, 96), repeats=5 if q else 9))
         results.update(ddp_speedup(store, tmp, steps=6 if q else 40))
     results["load_avg_1m"] = os.getloadavg()[0]
     (HERE / "results").mkdir(exist_ok=True)
