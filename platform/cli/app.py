@@ -29,6 +29,7 @@ COMMANDS = [
     "voxray.platform.cli.demo",
     "voxray.platform.cli.cluster",
     "voxray.platform.cli.data",
+    "voxray.platform.cli.models",
 ]
 
 

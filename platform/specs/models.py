@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Discriminator, Field, model_validator
+from pydantic import Discriminator, Field, ValidationInfo, field_validator, model_validator
 
 from voxray.platform.specs.common import StrictModel
 
@@ -48,18 +48,36 @@ class FactorizerSpec(StrictModel):
     deep_supervision: bool = True
     """Return the list [full, 1/2, 1/4] of logits (train and eval); false = one full-resolution output."""
 
-    @model_validator(mode="after")
-    def _widths_match_heads(self) -> "FactorizerSpec":
-        _check_list(self.widths, "widths", min_len=2)
-        bad = [w for w in self.widths if w % self.head_dim]
+    @field_validator("widths")
+    @classmethod
+    def _two_levels(cls, v: list[int]) -> list[int]:
+        _check_list(v, "widths", min_len=2)
+        return v
+
+    @field_validator("head_dim")
+    @classmethod
+    def _widths_match_heads(cls, v: int, info: ValidationInfo) -> int:
+        bad = [w for w in info.data.get("widths", []) if w % v]
         if bad:
-            raise ValueError(f"widths {bad} are not divisible by head_dim={self.head_dim} (e.g. widths: [32, 64, 128])")
-        if self.grad_iters is not None and self.grad_iters > self.iters:
-            raise ValueError(f"grad_iters={self.grad_iters} must not exceed iters={self.iters}")
-        if self.deep_supervision and len(self.widths) < 4:
-            raise ValueError(f"deep_supervision needs >= 4 levels for 3 heads, got widths {self.widths} "
+            raise ValueError(f"widths {bad} are not divisible by head_dim={v} (e.g. widths: [32, 64, 128, 256])")
+        return v
+
+    @field_validator("grad_iters")
+    @classmethod
+    def _grad_iters(cls, v: int | None, info: ValidationInfo) -> int | None:
+        iters = info.data.get("iters")
+        if v is not None and iters is not None and v > iters:
+            raise ValueError(f"grad_iters={v} must not exceed iters={iters}")
+        return v
+
+    @field_validator("deep_supervision")
+    @classmethod
+    def _enough_levels(cls, v: bool, info: ValidationInfo) -> bool:
+        widths = info.data.get("widths")
+        if v and widths is not None and len(widths) < 4:
+            raise ValueError(f"deep supervision needs >= 4 levels for its 3 heads, got widths {widths} "
                              "(set deep_supervision: false or add levels)")
-        return self
+        return v
 
 
 class MonaiUNetSpec(StrictModel):

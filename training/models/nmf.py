@@ -54,7 +54,7 @@ class NMF(nn.Module):
     """Batched NMF layer returning the rank-R reconstruction U Vᵀ of every input matrix.
 
     Initial factors are drawn once from U[0, 1) at construction and kept as persistent buffers (in the
-    state_dict, not trained), so the layer is deterministic. The solver always runs in float32 with autocast
+    state_dict, not trained), so the layer is deterministic. The solver always runs in float32 (or float64 for float64 input) with autocast
     disabled, because ε = 1e-8 underflows in fp16 (0/0 on all-zero windows); the result is cast back to the
     input dtype.
 
@@ -97,10 +97,10 @@ class NMF(nn.Module):
         step = hals_step if self.solver == "hals" else mu_step
         device = x.device.type if x.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
         with torch.autocast(device_type=device, enabled=False):
-            xf = x.float()
+            xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
             batch = xf.shape[:-2]
-            u = self.u0.float().expand(*batch, *self.u0.shape)
-            v = self.v0.float().expand(*batch, *self.v0.shape)
+            u = self.u0.to(xf.dtype).expand(*batch, *self.u0.shape)
+            v = self.v0.to(xf.dtype).expand(*batch, *self.v0.shape)
             free = self.num_iters - self.num_grad_steps
             if free > 0:
                 with torch.no_grad():
