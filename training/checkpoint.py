@@ -118,8 +118,10 @@ class RayReporter:
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
             return None
-        self._restore_tmp = Path(tempfile.mkdtemp(prefix="voxray-restore-"))
-        return Path(ckpt.to_directory(str(self._restore_tmp)))
+        local = Path(ckpt.path)
+        if (local / STATE_FILE).exists():  # local or shared filesystem: read in place, no copy
+            return local
+        return Path(ckpt.to_directory(tempfile.mkdtemp(prefix="voxray-restore-")))
 
     def report(self, metrics: Mapping[str, Any], state: Mapping[str, Any] | None, rank: int = 0) -> None:
         import ray.train
