@@ -4,6 +4,8 @@
   the step time on batches already in memory (target ≤ 1.10); `_noaug` = the same without augmentation (I/O only).
 - ddp_speedup_2w: samples/s of 2 CPU workers over 1 worker (Ray Train, gloo). Honest caveat: this machine has
   2 cores, so both workers share them with the loader threads; speed-up is capped well below 2.
+- ray_data_vs_direct: loader only, a Ray Data pipeline (rows → map → iter_torch_batches) doing the same reads and
+  augmentations over the direct threaded loader (> 1 = Ray Data slower).
 - sw_vs_monai: our `sliding_window_predict` time over MONAI's `sliding_window_inference` called directly (≤ 1.0),
   the median of back-to-back pair ratios (robust to the load swings of a shared machine).
 
@@ -87,6 +89,54 @@ def loader_overhead(store_uri: str, steps: int, augment: bool) -> dict:
             f"loader_overhead{tag}": med["loader"] / med["memory"]}
 
 
+def ingest_compare(store_uri: str, batches: int) -> dict:
+    """Loader only (no model): the direct threaded zarr loader vs a Ray Data pipeline doing the same work
+    (patch requests as rows → map(read + augment + encode) → iter_torch_batches), as `get_dataset_shard` would."""
+    import ray
+
+    from voxray.platform.specs.train import AugmentSpec
+    from voxray.preprocessing.store import Store
+    from voxray.training.augment import Augmenter
+    from voxray.training.data import PatchBatches
+    from voxray.training.sampler import PatchSampler, read_patch
+    from voxray.training.tasks import encode_target
+
+    store = Store.open(store_uri)
+    meta = store.metadata()
+    direct = PatchBatches(store, store.case_ids(), patch=[32, 32, 32], batch_size=2, task="brats_regions",
+                          meta=meta, augment=AugmentSpec(), workers=2, prefetch=4)
+    next(direct)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(direct)
+    t_direct = time.perf_counter() - t0
+    direct.close()
+
+    sampler = PatchSampler(store, store.case_ids(), [32, 32, 32], fg_fraction=0.33, seed=1)
+    rows = [{"case_id": r.case_id, "start": list(r.start), "seed": r.seed}
+            for r in (sampler.draw() for _ in range(2 * batches))]
+
+    def sample(row: dict) -> dict:
+        from voxray.training.sampler import PatchRequest
+
+        st = Store.open(store_uri)
+        req = PatchRequest(row["case_id"], tuple(row["start"]), int(row["seed"]))
+        image, label = read_patch(st, req, (32, 32, 32))
+        img, lab = Augmenter(AugmentSpec(), 3)(image, label, req.seed)
+        return {"image": img.numpy(), "target": encode_target(lab, "brats_regions", meta).numpy()}
+
+    def run_ray() -> float:
+        t0 = time.perf_counter()
+        for _ in ray.data.from_items(rows).map(sample).iter_torch_batches(batch_size=2):
+            pass
+        return time.perf_counter() - t0
+
+    cold = run_ray()  # worker processes start and import torch/MONAI
+    warm = run_ray()
+    return {"ingest_s_direct": t_direct, "ingest_s_ray_data_cold": cold, "ingest_s_ray_data": warm,
+            "ray_data_vs_direct": warm / t_direct}
+
+
 def ddp_speedup(store_uri: str, tmp: Path, steps: int) -> dict:
     from voxray.platform.specs.loader import validate_job
     from voxray.training.trainer import build_trainer
@@ -160,6 +210,7 @@ def main() -> None:
         results.update(loader_overhead(store, steps=6 if q else 20, augment=True))
         results.update(loader_overhead(store, steps=6 if q else 20, augment=False))
         results.update(sw_vs_monai((48, 48, 48) if q else (96, 96, 96), repeats=5 if q else 9))
+        results.update(ingest_compare(store, batches=10 if q else 50))
         results.update(ddp_speedup(store, tmp, steps=6 if q else 40))
     results["load_avg_1m"] = os.getloadavg()[0]
     (HERE / "results").mkdir(exist_ok=True)
