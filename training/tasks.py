@@ -57,7 +57,8 @@ def output_names(task: str, meta: Mapping[str, Any]) -> list[str]:
     if task == "brats_regions":
         return list(region_sets(meta))
     if task == "binary":
-        return ["foreground"]
+        nonzero = [v for v in label_values(meta) if v != 0]
+        return [names[nonzero[0]]] if len(nonzero) == 1 and nonzero[0] in names else ["foreground"]
     return [names.get(v, f"class{v}") for v in label_values(meta) if v != 0]
 
 

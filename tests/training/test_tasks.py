@@ -61,6 +61,7 @@ def test_binary_uses_the_single_lesion_value():
     target = tasks.encode_target(label, "binary", meta)
     assert target.tolist() == [[0, 1, 1, 0]]
     assert tasks.decode_logits(_logits_from_target(target), "binary", meta).tolist() == [0, 255, 255, 0]
+    assert tasks.output_names("binary", meta) == ["tumor"] and tasks.output_names("binary", MSD) == ["foreground"]
 
 
 def test_errors_name_the_problem():
