@@ -55,6 +55,7 @@ def test_torch_export_matches_eager():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(exported(x), net(x)))
 
 
+@pytest.mark.slow
 def test_dynamo_captures_one_graph_with_backward():
     # fullgraph=True fails on any graph break; aot_eager also traces the backward (inductor codegen is skipped
     # here: it works but its first compile takes minutes on 2 cores, see the module docstring).
