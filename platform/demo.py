@@ -28,6 +28,7 @@ class DemoResult:
     dice: dict[str, float]
     artefacts: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
+    tables: list = field(default_factory=list)
 
 
 def ensure_datasets(job: PipelineJob) -> tuple[Path, Path]:
@@ -41,6 +42,14 @@ def ensure_datasets(job: PipelineJob) -> tuple[Path, Path]:
     if not (holdout / "dataset.json").exists():
         synth_dataset("msd_brats", holdout, cases=1, seed=HOLDOUT_SEED, shape=DEMO_SHAPE)
     return root, holdout
+
+
+def held_back_case(holdout: Path) -> Path:
+    """The held-back case's 4D image, found by the msd_brats adapter (which skips macOS `._*` files)."""
+    from voxray.preprocessing.datasets import get_adapter
+
+    case = get_adapter("msd_brats").discover(holdout)[0]
+    return Path(case.images["image"])
 
 
 def region_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -77,18 +86,46 @@ def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, out: Pat
 
 
 def request_prediction(url: str, image_path: Path, api_key: str | None, out: Path) -> Path:
-    """POST one 4D NIfTI to /v1/predict and save the returned mask."""
-    import httpx
+    """POST one 4D NIfTI to /v1/predict with the voxray client and save the returned mask."""
+    from voxray.serving.client import Client
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with image_path.open("rb") as fh:
-        resp = httpx.post(f"{url.rstrip('/')}/v1/predict", headers=headers, timeout=300,
-                          files={"image": (image_path.name, fh, "application/gzip")})
-    if resp.status_code != 200:
-        raise JobFailed(f"prediction request failed: HTTP {resp.status_code}: {resp.text[:300]}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(resp.content)
+    with Client(url, api_key, api_key_env=None) as client:
+        client.predict(image_path, out=out)
     return out
+
+
+def _artefacts(summary: dict) -> dict[str, str]:
+    """Every artefact path the pipeline reported, plus the MLflow store, the best trial's curves and a store preview."""
+    out: dict[str, str] = {}
+    for key, value in summary.items():
+        name = key.split(".", 1)[-1]
+        values = value if isinstance(value, list) else [value]
+        for i, v in enumerate(values):
+            if isinstance(v, str) and ("/" in v or v.startswith("http")):
+                out[f"{name}[{i}]" if len(values) > 1 else name] = v
+    tune_dir = summary.get("tune.tune_dir")
+    if tune_dir:
+        out["mlflow"] = f"sqlite:///{Path(tune_dir) / 'mlflow.db'}"
+        best = summary.get("tune.best_trial")
+        if best and (Path(tune_dir) / "trials" / str(best) / "progress.png").exists():
+            out["best_trial_progress"] = str(Path(tune_dir) / "trials" / str(best) / "progress.png")
+    store = summary.get("preprocess.store")
+    if store:
+        out["store_preview"] = _store_preview(store)
+    return out
+
+
+def _store_preview(store_path: str) -> str:
+    from voxray.preprocessing.store import Store
+    from voxray.preprocessing.store.preview import preview_png
+
+    store = Store.open(store_path)
+    case_id = store.case_ids()[0]
+    out = Path(store_path).parent / "prediction" / f"store_preview_{case_id}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    preview_png(store, case_id, out)
+    return str(out)
 
 
 def run_demo(job_path: Path) -> DemoResult:
@@ -116,7 +153,7 @@ def run_demo(job_path: Path) -> DemoResult:
             raise JobFailed(res.message or "demo pipeline failed")
         try:
             url = res.summary["serve.url"]
-            case = sorted((holdout / "imagesTr").glob("*.nii.gz"))[0]
+            case = held_back_case(holdout)
             t2 = time.perf_counter()
             mask_path = request_prediction(url, case, os.environ.get(key_env) if key_env else None,
                                            work / "prediction" / f"{case.name.removesuffix('.nii.gz')}_mask.nii.gz")
@@ -126,13 +163,12 @@ def run_demo(job_path: Path) -> DemoResult:
 
             serve.shutdown()
     pred_img = nib.load(mask_path)
-    truth_img = nib.load(holdout / "labelsTr" / case.name)
+    truth_img = nib.load(case.parent.parent / "labelsTr" / case.name)
     pred, truth = np.asarray(pred_img.dataobj).astype(np.uint8), np.asarray(truth_img.dataobj).astype(np.uint8)
     if pred.shape != truth.shape or not np.allclose(pred_img.affine, truth_img.affine, atol=1e-4):
         raise VoxrayError(f"returned mask geometry {pred.shape} does not match the input {truth.shape}")
     flair = np.asarray(nib.load(case).dataobj)[..., 0]
     png = overlay_png(flair, truth, pred, work / "prediction" / "overlay.png")
-    artefacts = {k.split(".", 1)[1] if "." in k else k: str(v) for k, v in res.summary.items()
-                 if isinstance(v, str) and ("/" in v or v.startswith("http"))}
+    artefacts = _artefacts(res.summary)
     artefacts.update({"dataset": str(root), "held_back_case": str(case), "mask": str(mask_path), "overlay": str(png)})
-    return DemoResult(dice=region_dice(pred, truth), artefacts=artefacts, timings=timings)
+    return DemoResult(dice=region_dice(pred, truth), artefacts=artefacts, timings=timings, tables=res.tables)

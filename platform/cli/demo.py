@@ -23,6 +23,8 @@ def demo(
         raise SpecError(str(job), ["file not found"], hint="run `voxray demo` from the repository root, or pass --job")
     _output.result(f"voxray demo: {job} (embedded Ray, synthetic data, CPU)")
     res = run_demo(job)
+    for title, rows in res.tables:
+        _output.table(rows, title=title)
     _output.table([{"artefact": k, "path": v} for k, v in res.artefacts.items()], title="artefacts")
     _output.table([{"region": k, "dice": v} for k, v in res.dice.items()],
                   title="Dice on the held-back case (mask returned over HTTP)")
