@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from voxray.platform.cli.app import main
 
 
@@ -15,6 +17,7 @@ def test_models_lists_the_registry(capsys):
     assert "efficientnet_unet" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # builds the full 7.4 M-parameter ISLES net
 def test_show_isles_factorizer_json(capsys):
     code = main(["models", "show", "swin_factorizer", "--set", "window=4", "--set", "head_dim=4", "--set",
                  "mlp_ratio=4", "--in-channels", "2", "--out-channels", "1", "--patch", "64", "64", "64", "--json"])

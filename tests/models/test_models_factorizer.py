@@ -110,6 +110,7 @@ def test_eval_forward_is_deterministic():
     assert all(torch.equal(p, q) for p, q in zip(a, b))
 
 
+@pytest.mark.slow
 def test_bf16_training_steps_are_finite():
     torch.manual_seed(0)
     net = SwinFactorizer(in_channels=2, out_channels=1, spatial_size=(16,) * 3, **SMALL)
