@@ -206,12 +206,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="voxray-bench-train-") as d, \
             ray_runtime(RaySpec(num_cpus=2, dashboard=False)):
         tmp = Path(d)
-        store = build_store(tmp, cases=4 if q else 8, shape=(48, 48, 40) if q else (96, 96, 80))
+        store = build_store(tmp, cases=4 if q else 6, shape=(48, 48, 40) if q else (80, 80, 64))
         results.update(loader_overhead(store, steps=6 if q else 20, augment=True))
         results.update(loader_overhead(store, steps=6 if q else 20, augment=False))
-        results.update(sw_vs_monai((48, 48, 48) if q else (96, 96, 96), repeats=5 if q else 9))
-        results.update(ingest_compare(store, batches=10 if q else 50))
-        results.update(ddp_speedup(store, tmp, steps=6 if q else 40))
+        results.update(sw_vs_monai((48, 48, 48) if q else (64, 64, 64), repeats=5 if q else 7))
+        results.update(ingest_compare(store, batches=10 if q else 30))
+        results.update(ddp_speedup(store, tmp, steps=6 if q else 30))
     results["load_avg_1m"] = os.getloadavg()[0]
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "train.json").write_text(json.dumps(results, indent=1))
