@@ -8,6 +8,7 @@ label) are recorded on the `Case`, so one bad case never hides the others; probl
 
 from __future__ import annotations
 
+import abc
 import logging
 import re
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class CaseError(DataError):
         return (type(self), (self.case_id, self.file, self.reason))
 
 
-class DatasetAdapter:
+class DatasetAdapter(abc.ABC):
     """Base class of the per-layout adapters: class attributes describe the label convention, methods do the I/O."""
 
     layout: ClassVar[str] = ""
@@ -100,13 +101,13 @@ class DatasetAdapter:
             raise ValueError(f"split {split!r} is not one of {list(SPLITS)}")
         self.split = split
 
+    @abc.abstractmethod
     def discover(self, root: str | Path) -> list[Case]:
         """List the cases under `root` (sorted by id) without decoding pixels; DataError for a wrong root."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement discover()")
 
+    @abc.abstractmethod
     def load(self, case: Case) -> Volume:
         """Decode one case; CaseError naming the file and the reason for anything wrong."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement load()")
 
     def metadata(self) -> dict:
         """The label convention the store copies into its root attrs and training tasks read back."""
