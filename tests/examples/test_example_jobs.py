@@ -148,6 +148,17 @@ def test_new_seed_examples_follow_their_recipes():
     assert uw.train.model.name in ("swinunetr", "unetr") and len(uw.train.patch) == 2 and uw.train.task == "multilabel"
 
 
+def test_pipelines_sharing_a_store_use_its_preprocess_settings():
+    """A pipeline writing to the store of `preprocess_<layout>.yaml` must convert exactly as that job does, or a
+    rerun of either would rebuild every case (the spec hash differs) and mix settings in one store."""
+    shared = [n for n, r in SMOKE.items() if r.get("shared_store") and "preprocess" in _raw(EXAMPLES / n)]
+    assert shared
+    for name in shared:
+        own = load_job(EXAMPLES / name).preprocess
+        ref = load_job(EXAMPLES / f"preprocess_{SMOKE[name]['layout']}.yaml").preprocess
+        assert own.model_dump() == ref.model_dump(), name
+
+
 # --------------------------------------------------------------------------------------------- smoke-size runs
 
 class Workspace:
