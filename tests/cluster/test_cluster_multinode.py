@@ -135,26 +135,45 @@ def test_submit_pipeline_runs_on_both_nodes(ray_cluster, dataset, tmp_path):
         print(proc.stdout, proc.stderr)
 
 
-def _wait_task_on(cluster, ray_job_id_getter, node_id: str, timeout: float) -> None:
+def _ray_job_id(cluster, job_id: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rid = ray_job_id_getter()
-        if rid and any(t["node_id"] == node_id and t["state"] == "RUNNING" for t in convert_tasks(cluster, rid)):
+        if rid := status_json(cluster, job_id).get("ray_job_id"):
+            return rid
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} got no Ray job id within {timeout} s")
+
+
+def _wait_task_on(cluster, ray_job_id: str, node_id: str, timeout: float) -> None:
+    """Until node_id has taken a conversion task (running, or already done while the job still runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(t["node_id"] == node_id and t["state"] in ("RUNNING", "FINISHED")
+               for t in convert_tasks(cluster, ray_job_id)):
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise TimeoutError(f"no conversion task ran on node {node_id[:8]} within {timeout} s")
 
 
-def test_worker_node_dies_mid_preprocessing(ray_cluster, dataset, tmp_path):
+@pytest.fixture(scope="module")
+def big_dataset(tmp_path_factory) -> Path:
+    """Cases large enough (4×128×128×96) that a conversion takes seconds, so the kill lands mid-run."""
+    from voxray.preprocessing.synth import synth_dataset
+
+    return synth_dataset("msd_brats", tmp_path_factory.mktemp("msd_big"), cases=8, seed=4, shape=(128, 128, 96))
+
+
+def test_worker_node_dies_mid_preprocessing(ray_cluster, big_dataset, tmp_path):
     """SIGKILL node_b's raylet while it converts a case: Ray retries the task on the head; all cases land."""
     node_b = next(n for n in ray_cluster.nodes if n.name == "node_b")
     node_b_id = ray_cluster.node_id_with("node_b")
     store = tmp_path / "brats.zarr"
-    job = write_job(tmp_path, "mn-kill", dataset, store, cases=6)
+    job = write_job(tmp_path, "mn-kill", big_dataset, store, cases=8)
     proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url)
     assert proc.returncode == 0, proc.stderr
     job_id = job_id_of(proc.stdout)
-    _wait_task_on(ray_cluster, lambda: status_json(ray_cluster, job_id).get("ray_job_id"), node_b_id, 120)
+    _wait_task_on(ray_cluster, _ray_job_id(ray_cluster, job_id, 120), node_b_id, 120)
+    assert status_json(ray_cluster, job_id)["state"] == "RUNNING", "the job finished before node_b could be killed"
     raylet = node_b.raylet_pid()
     assert raylet is not None
     os.kill(raylet, 9)
@@ -166,4 +185,4 @@ def test_worker_node_dies_mid_preprocessing(ray_cluster, dataset, tmp_path):
     info = status_json(ray_cluster, job_id)
     assert state == "SUCCEEDED", "\n".join(info["logs_tail"])
     assert node_b_id not in {n["node_id"] for n in ray_cluster.alive_nodes()}
-    assert_store_complete(store, 6)
+    assert_store_complete(store, 8)
