@@ -103,6 +103,18 @@ def _print_report(report: dict) -> None:
     _output.table(rows, title=f"{report['inspected']} of {report['cases']} cases")
     if report["with_problems"]:
         _output.hint(f"{report['with_problems']} case(s) have problems; preprocessing skips them and records why")
+    _print_labels(report)
+
+
+def _print_labels(report: dict) -> None:
+    """Say plainly when a dataset cannot train a model: no labels at all, or some cases without one."""
+    n, unlabelled = report["cases"], report["unlabelled"]
+    if unlabelled == n:
+        _output.result(f"[bold yellow]no labels:[/] none of the {n} cases has a label file (split {report['split']}); "
+                     f"they can be preprocessed and predicted on, but not trained or validated on")
+    elif unlabelled:
+        _output.result(f"[yellow]unlabelled:[/] {unlabelled} of {n} cases have no label; training and validation use only the "
+                     f"{report['labelled']} labelled ones")
 
 
 def register(app: typer.Typer) -> None:
