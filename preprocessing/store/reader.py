@@ -88,6 +88,33 @@ class Store:
         """Ids of cases with an ok manifest row, sorted."""
         return list(self._ok)
 
+    @cached_property
+    def _has_label(self) -> dict[str, bool]:
+        """Whether each ok case has a label: the manifest's `has_label`, or (stores written before that column, or
+        rows without it) whether `cases/<id>/label` exists, so old stores are judged by what they hold."""
+        t = self._manifest
+        flags: dict[str, bool | None] = {}
+        if "has_label" in t.column_names:
+            flags = dict(zip(t.column("case_id").to_pylist(), t.column("has_label").to_pylist()))
+        out = {}
+        for cid in self._ok:
+            flag = flags.get(cid)
+            out[cid] = bool(flag) if flag is not None else "label" in self._root[f"cases/{cid}"]
+        return out
+
+    def has_label(self, case_id: str) -> bool:
+        """True when the case was stored with a label (training and validation use only these)."""
+        self._check(case_id)
+        return self._has_label[case_id]
+
+    def labelled_case_ids(self) -> list[str]:
+        """Ok cases with a label, sorted."""
+        return [c for c in self._ok if self._has_label[c]]
+
+    def unlabelled_case_ids(self) -> list[str]:
+        """Ok cases without a label (e.g. a dataset's test images), sorted."""
+        return [c for c in self._ok if not self._has_label[c]]
+
     def _check(self, case_id: str) -> None:
         if case_id not in set(self._ok):
             raise DataError(f"{self.uri}: no ok case {case_id!r} (see `voxray store ls {self.uri}`)")
