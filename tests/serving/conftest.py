@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -50,6 +51,22 @@ def make_images(shape=SHAPE, seed: int = 0) -> dict[str, nib.Nifti1Image]:
 def nii_bytes(img: nib.Nifti1Image, gz: bool = True) -> bytes:
     raw = img.to_bytes()
     return gzip.compress(raw, compresslevel=1) if gz else raw
+
+
+def nifti_header(shape, dtype=np.float32, offset: float = 352) -> bytes:
+    """A single-file NIfTI-1 header (+ the 4-byte extension flag) declaring `shape`/`dtype` at `offset`."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr["vox_offset"] = offset
+    return hdr.binaryblock + b"\0" * 4
+
+
+def gzip_bomb(head: bytes, zeros_mib: int = 128) -> bytes:
+    """gzip(head + zeros), built in 1 MiB pieces so the test itself stays small (~1 KB per MiB of zeros)."""
+    comp = zlib.compressobj(9, wbits=31)
+    block = bytes(2**20)
+    return b"".join([comp.compress(head)] + [comp.compress(block) for _ in range(zeros_mib)] + [comp.flush()])
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from voxray.serving.service import ModelService
 from voxray.serving.validation import Limits
 from voxray.training.predict import Predictor, volume_from_images
 
-from conftest import CHANNELS, nii_bytes
+from conftest import CHANNELS, gzip_bomb, nifti_header, nii_bytes
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -94,3 +94,21 @@ def test_bad_requests(client, images):
     big = client.post("/v1/predict", headers={**AUTH, "Content-Type": "application/octet-stream"},
                       content=b"\0" * 400_000)
     assert big.status_code == 413
+
+
+def test_hostile_uploads_refused_and_server_alive(client, images):
+    """Bombs and broken headers over HTTP: each a 4xx with a reason (never a 500), then a normal request works."""
+    bombs = {"flair_544": (gzip_bomb(nifti_header((4, 4, 3))), 413),
+             "flair_small": (gzip_bomb(nifti_header((1, 1, 1), np.uint8)), 413),
+             "offset": (gzip_bomb(nifti_header((1, 1, 1), offset=1e9)), 400)}
+    for name, (data, status) in bombs.items():
+        r = client.post("/v1/predict", headers={**AUTH, "Content-Type": "application/octet-stream"}, content=data)
+        assert r.status_code == status, (name, r.text)
+        assert r.json()["detail"].startswith("image: "), r.text
+    assert client.post("/v1/predict", headers=AUTH, files=_files(images)).status_code == 200
+
+
+def test_duplicate_fields_refused(client, images):
+    dup = _files(images) + [("flair", ("again.nii.gz", nii_bytes(images["flair"]), "application/gzip"))]
+    r = client.post("/v1/predict", headers=AUTH, files=dup)
+    assert r.status_code == 422 and "more than once" in r.json()["detail"]

@@ -74,6 +74,7 @@ def test_header_claiming_huge_dims_refused_before_inflating():
     hdr = nib.Nifti1Header()
     hdr.set_data_shape((2000, 2000, 2000))
     hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352  # a bare header says 0, which a single-file NIfTI may not
     head = hdr.binaryblock + b"\x00" * 4
     stream = zlib.compressobj(wbits=31)
     bomb = stream.compress(head) + stream.compress(b"\x00" * (8 * 2**20)) + stream.flush()
@@ -104,3 +105,51 @@ def test_bearer_auth():
     assert not authorized("s3cret", digest)
     assert not authorized(None, digest)
     assert authorized(None, None)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_inf_refused(bad):
+    data = np.ones((6, 6, 6), np.float32)
+    data[1, 2, 3] = bad
+    with pytest.raises(UploadError, match="infinite") as err:
+        decode_nifti(nii_bytes(nib.Nifti1Image(data, np.eye(4))), LIMITS, "t1")
+    assert err.value.status == 422
+
+
+@pytest.mark.parametrize("shape", [(8, 9), (8, 9, 10, 1, 2), (8,)])
+def test_not_a_volume_refused(shape):
+    with pytest.raises(UploadError, match="3D image") as err:
+        decode_nifti(nii_bytes(_img(shape=shape)), LIMITS, "t1")
+    assert err.value.status == 422
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int8, np.uint16, np.int64])
+def test_other_dtypes_decode_exactly(dtype):
+    values = np.arange(8 * 9 * 10).reshape(8, 9, 10) % 100 - (50 if np.issubdtype(dtype, np.signedinteger) else 0)
+    img = nib.Nifti1Image(values.astype(dtype), np.eye(4), dtype=dtype)
+    out = decode_nifti(nii_bytes(img), LIMITS, "t1")
+    assert np.array_equal(np.asarray(out.dataobj), values.astype(np.float32))
+
+
+def test_float64_beyond_float32_range_refused():
+    data = np.ones((6, 6, 6), np.float64)
+    data[0, 0, 0] = 1e300
+    with pytest.raises(UploadError, match="float32 range") as err:
+        decode_nifti(nii_bytes(nib.Nifti1Image(data, np.eye(4))), LIMITS, "t1")
+    assert err.value.status == 422
+
+
+def test_bitpix_disagreeing_with_datatype_refused():
+    """An int8 header claiming 16 bits per voxel: sizes computed from one and read by the other would differ."""
+    raw = bytearray(_img(dtype=np.int8).to_bytes())
+    raw[72:74] = np.int16(16).tobytes()
+    with pytest.raises(UploadError, match="bitpix") as err:
+        decode_nifti(bytes(raw), LIMITS, "t1")
+    assert err.value.status == 400
+
+
+def test_complex_datatype_refused():
+    img = nib.Nifti1Image(np.ones((6, 6, 6), np.complex64), np.eye(4))
+    with pytest.raises(UploadError, match="unsupported NIfTI datatype") as err:
+        decode_nifti(nii_bytes(img), LIMITS, "t1")
+    assert err.value.status == 422
