@@ -24,6 +24,14 @@ RUNNERS: dict[str, str] = {
 }
 
 
+PREFLIGHTS: dict[str, str] = {
+    "train": "voxray.training.runner:preflight",
+    "tune": "voxray.training.runner:preflight",
+    "pipeline": "voxray.training.runner:preflight",
+}
+"""Checks that need only the job and its inputs, run before Ray starts: `preflight(job)` raises or returns None."""
+
+
 @dataclass
 class StageResult:
     """What a stage produced: `summary` (artefact paths, headline figures) and extra tables for the CLI."""
@@ -51,9 +59,25 @@ def get_runner(kind: str) -> Callable[[JobSpec], StageResult]:
     return getattr(module, attr)
 
 
+def preflight(job: JobSpec) -> None:
+    """The kind's pre-Ray checks (see PREFLIGHTS); a kind whose stage is not installed has none."""
+    target = PREFLIGHTS.get(job.kind)
+    if target is None:
+        return
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            return  # the stage is not in this build: get_runner reports it
+        raise
+    getattr(module, attr)(job)
+
+
 def run_job(job: JobSpec, *, address: str | None = None) -> StageResult:
-    """Run one job on an embedded or remote Ray, dispatching by kind."""
+    """Run one job on an embedded or remote Ray, dispatching by kind; store-only checks run before Ray starts."""
     runner = get_runner(job.kind)
+    preflight(job)
     with ray_runtime(job.ray, address):
         return runner(job)
 

@@ -26,18 +26,50 @@ from voxray.training.tasks import encode_target
 
 log = logging.getLogger(__name__)
 
-__all__ = ["make_split", "load_or_make_split", "shard", "channel_indices", "PatchBatches"]
+__all__ = ["make_split", "load_or_make_split", "labelled_cases", "check_cases", "shard", "channel_indices",
+           "PatchBatches"]
+
+
+def labelled_cases(store: Any) -> tuple[list[str], list[str]]:
+    """(labelled, unlabelled) ok case ids of `store`, from its manifest's `has_label`."""
+    ids = store.case_ids()
+    flags = {c: bool(store.has_label(c)) for c in ids}
+    return [c for c in ids if flags[c]], [c for c in ids if not flags[c]]
+
+
+def check_cases(n_labelled: int, spec: ValidationSpec, *, store: str = "the store", n_unlabelled: int = 0) -> None:
+    """DataError when `n_labelled` cases cannot make the split `spec` asks for (why, and what to change)."""
+    where = f"{store} has {n_labelled} labelled case{'s' * (n_labelled != 1)}"
+    if n_unlabelled:
+        where += f" ({n_unlabelled} unlabelled, not used)"
+    if n_labelled == 0:
+        raise DataError(f"cannot train: {where}",
+                        hint="training needs labels: preprocess a labelled split (preprocess.dataset.split: train)")
+    if spec.mode != "split":
+        return
+    single = ("set train.validation.mode: train_cases (validate on the training case) or none to train on "
+              "a single labelled case")
+    if n_labelled < 2:
+        raise DataError(f"cannot hold out a validation case: {where}; training needs at least 2 cases "
+                        f"(one to validate)", hint=single)
+    if spec.split is None and spec.folds > n_labelled:
+        raise DataError(f"train.validation.folds={spec.folds} is more than the labelled cases: {where}",
+                        hint=f"set train.validation.folds to at most {n_labelled} (and fold below it)")
 
 
 def make_split(case_ids: Sequence[str], spec: ValidationSpec, seed: int) -> dict[str, list[str]]:
-    """Deterministic split: k-fold (fold `spec.fold` validates) or fixed fractions (train/val/test)."""
+    """Deterministic split of labelled cases: k-fold (fold `spec.fold` validates), fixed fractions
+    (train/val/test), or, for `mode` train_cases / none, every case trains (and validates / nothing validates)."""
     ids = sorted(case_ids)
-    if len(ids) < 2:
-        raise DataError(f"training needs at least 2 cases (one to validate), the store has {len(ids)}")
+    check_cases(len(ids), spec)
+    if spec.mode == "train_cases":
+        return {"train": ids, "val": list(ids), "test": []}
+    if spec.mode == "none":
+        return {"train": ids, "val": [], "test": []}
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
     if spec.split is None:
         folds = [order[i::spec.folds] for i in range(spec.folds)]
-        val = folds[spec.fold] or [order[-1]]
+        val = folds[spec.fold]
         return {"train": [c for c in order if c not in val], "val": sorted(val), "test": []}
     n_val = max(1, round(spec.split[1] * len(ids)))
     n_test = round(spec.split[2] * len(ids)) if len(ids) - n_val > 1 else 0
@@ -46,11 +78,16 @@ def make_split(case_ids: Sequence[str], spec: ValidationSpec, seed: int) -> dict
             "test": sorted(order[n_train + n_val:])}
 
 
-def load_or_make_split(path: Path, case_ids: Sequence[str], spec: ValidationSpec, seed: int) -> dict[str, list[str]]:
-    """The run's split.json (written once, so a resumed run validates on the same cases), or a new one."""
+def load_or_make_split(path: Path, store: Any, spec: ValidationSpec, seed: int) -> dict[str, list[str]]:
+    """The run's split.json (written once, so a resumed run validates on the same cases), or a new one over the
+    store's labelled cases; the unlabelled ones it leaves out are named in one warning when the split is made."""
     if path.exists():
         return json.loads(path.read_text())
-    split = make_split(case_ids, spec, seed)
+    labelled, unlabelled = labelled_cases(store)
+    if unlabelled:
+        log.warning("%d unlabelled case(s) of %s left out of training and validation: %s", len(unlabelled),
+                    getattr(store, "uri", "the store"), ", ".join(unlabelled))
+    split = make_split(labelled, spec, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(split, indent=1))

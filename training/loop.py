@@ -140,7 +140,7 @@ def _setup(config: Mapping[str, Any]) -> dict[str, Any]:
     seed_everything(spec.seed + rank, spec.deterministic)
     store = open_store(spec.store)
     meta = store.metadata()
-    split = load_or_make_split(run_dir / "split.json", store.case_ids(), spec.validation, spec.seed)
+    split = load_or_make_split(run_dir / "split.json", store, spec.validation, spec.seed)
     chans = channel_indices(store.channels, spec.channels)
     in_ch = len(chans) if chans is not None else len(store.channels)
     model = build_network(spec, in_channels=in_ch, out_channels=tasks.num_outputs(spec.task, meta))
@@ -244,6 +244,8 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
     start = progress["step"]
     tracker = _tracker(env, config, start)
     step, t0, metrics = start, time.monotonic(), {}
+    since_report: list[float] = []  # losses since the last report: their mean ranks checkpoints without validation
+    validating = spec.validation.mode != "none"
     try:
         while step < spec.steps:
             batches = [next(loader) for _ in range(spec.accumulate)]
@@ -258,17 +260,19 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
                     (env["run_dir"] / STOPPED_FILE).write_text(json.dumps({"nan_loss_at_step": step}))
                 log.error("loss became %s at step %d; stopped, the last good checkpoint is kept", loss, step)
                 return {NAN_KEY: float(step)}
+            since_report.append(loss)
             lr = env["optimizer"].param_groups[0]["lr"]
             if tracker:
                 its = (step - start) / max(time.monotonic() - t0, 1e-9)
                 tracker.progress(step, spec.steps, loss, lr, its, force=step == spec.steps)
                 if _due(step, max(1, spec.steps // 200), spec.steps):
                     tracker.log(step, {"train/loss": loss, "train/lr": lr}, mlflow=_due(step, 10, spec.steps))
-            val_now = _due(step, spec.validation.every, spec.steps)
+            val_now = validating and _due(step, spec.validation.every, spec.steps)
             if val_now:
                 _run_validation(env, step, tracker, progress)
             if val_now or _due(step, spec.checkpoint.every, spec.steps):
-                metrics = {**_score(env, progress), "step": step, "train/loss": loss}
+                metrics = {**_score(env, progress), "step": step, "train/loss": float(np.mean(since_report))}
+                since_report.clear()
                 _report(env, step, metrics, progress, with_ckpt=True)
         if start >= spec.steps:  # a finished run restarted: report once so Ray has its final metrics
             metrics = {**_score(env, progress), "step": step}

@@ -17,21 +17,22 @@ from voxray.platform.specs.loader import dump_job, write_resolved
 from voxray.platform.stages import StageResult
 from voxray.training import tasks
 from voxray.training.checkpoint import LocalReporter
-from voxray.training.data import channel_indices, load_or_make_split
+from voxray.training.data import channel_indices, check_cases, labelled_cases, load_or_make_split
 from voxray.training.export import export_checkpoint
 from voxray.training.loop import NAN_KEY, STOPPED_FILE, open_store, train_loop
 from voxray.training.progress import ProgressBar
 from voxray.training.trainer import build_trainer, loop_config
+from voxray.training.validation import ON_TRAINING_DATA
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_train", "RESULT_FILE"]
+__all__ = ["run_train", "preflight", "RESULT_FILE"]
 
 RESULT_FILE = "result.json"
 
 
 def _check(job: Any, store: Any) -> None:
-    """Spec ↔ store problems as SpecError before any worker starts."""
+    """Spec ↔ store problems (task, channels, enough labelled cases for the split) before any worker starts."""
     spec = job.train
     try:
         tasks.num_outputs(spec.task, store.metadata())
@@ -43,6 +44,18 @@ def _check(job: Any, store: Any) -> None:
         channel_indices(store.channels, spec.channels)
     except DataError as exc:
         raise SpecError("", [f"train.channels: {exc}"]) from None
+    labelled, unlabelled = labelled_cases(store)
+    check_cases(len(labelled), spec.validation, store=f"the store {spec.store}", n_unlabelled=len(unlabelled))
+
+
+def preflight(job: Any) -> None:
+    """What can be checked from the store alone, run by `run_job` before Ray starts (a wrong fold count or a store
+    without labels fails in a second, not after Ray's start-up). Skipped when the store is not there yet (a
+    pipeline's preprocess stage builds it; `run_train` checks again then)."""
+    train = getattr(job, "train", None)
+    if train is None or train.store is None or getattr(job, "preprocess", None) is not None:
+        return
+    _check(job, open_store(train.store))
 
 
 def _fit_ray(job: Any, run_dir: Path) -> tuple[Path | None, dict]:
@@ -86,6 +99,17 @@ def _finished(run_dir: Path, resolved: str) -> StageResult | None:
                        message=None)
 
 
+def _quality(metrics: dict, mode: str) -> dict[str, float]:
+    """The figures the summary, result.json and model card carry: `val/...` (plus the training-data flag), or the
+    training loss that ranked the checkpoints when nothing was validated."""
+    if mode == "none":
+        return {"train/loss": float(metrics["train/loss"])} if "train/loss" in metrics else {}
+    val = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k != NAN_KEY}
+    if mode == "train_cases":
+        val[ON_TRAINING_DATA] = 1.0
+    return val
+
+
 def run_train(job: Any) -> StageResult:
     """Train `job.train`, export the best checkpoint, return run dir, model dir and validation metrics."""
     spec = job.train
@@ -96,7 +120,7 @@ def run_train(job: Any) -> StageResult:
     store = open_store(spec.store)
     _check(job, store)
     write_resolved(job, run_dir)
-    load_or_make_split(run_dir / "split.json", store.case_ids(), spec.validation, spec.seed)
+    load_or_make_split(run_dir / "split.json", store, spec.validation, spec.seed)
     (run_dir / STOPPED_FILE).unlink(missing_ok=True)
     best, metrics = (_fit_local if spec.scaling.num_workers == 0 else _fit_ray)(job, run_dir)
     if (run_dir / STOPPED_FILE).exists():
@@ -105,8 +129,10 @@ def run_train(job: Any) -> StageResult:
                         f"is kept in {run_dir}", hint="lower train.optimizer.lr or set train.grad_clip, then rerun")
     if best is None:
         raise JobFailed(f"training produced no checkpoint in {run_dir}")
-    val = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k != NAN_KEY}
+    val = _quality(metrics, spec.validation.mode)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": str(best), **val}
+    if spec.validation.mode == "train_cases":
+        summary[ON_TRAINING_DATA] = True
     if spec.export:
         model_dir = export_checkpoint(best, spec, store, name=job.name, registry_root=spec.registry, metrics=val,
                                       source={"job": job.name, "run_dir": str(run_dir),
@@ -115,4 +141,5 @@ def run_train(job: Any) -> StageResult:
     table = [{"metric": k, "value": round(v, 4)} for k, v in sorted(val.items())]
     (run_dir / RESULT_FILE).write_text(json.dumps({"resolved": resolved, "summary": summary, "table": table},
                                                   indent=1))
-    return StageResult("train", summary=summary, tables=[("validation", table)])
+    title = {"split": "validation", "train_cases": "validation ON THE TRAINING CASES", "none": "no validation"}
+    return StageResult("train", summary=summary, tables=[(title[spec.validation.mode], table)])

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from voxray.platform.errors import DataError
+
 __all__ = ["PatchRequest", "PatchSampler", "read_patch", "most_populated_slice"]
 
 
@@ -110,6 +112,7 @@ def read_patch(store: Any, req: PatchRequest, box: Sequence[int],
     if channels is not None:
         image = image[list(channels)]
     label_arr = store.label(req.case_id)
-    label = (_read_box(label_arr, req.start, box, lead=0) if label_arr is not None
-             else np.zeros(tuple(box), dtype=np.uint8))
+    if label_arr is None:  # splits hold labelled cases only: an all-background stand-in would teach "no lesion"
+        raise DataError(f"case {req.case_id!r} has no label; training reads labelled cases only")
+    label = _read_box(label_arr, req.start, box, lead=0)
     return image.astype(np.float32, copy=False), label

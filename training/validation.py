@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from voxray.platform.errors import DataError
 from voxray.platform.specs.train import TrainSpec
 from voxray.training import tasks
 from voxray.training.inference import sliding_window_predict
@@ -17,7 +18,10 @@ from voxray.training.metrics import MetricAccumulator, case_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["validate", "load_case", "OVERLAY_CASES"]
+__all__ = ["validate", "load_case", "OVERLAY_CASES", "ON_TRAINING_DATA"]
+
+ON_TRAINING_DATA = "validation_on_training_data"
+"""Metric set to 1.0 when `val/...` figures come from the training cases (`validation.mode: train_cases`)."""
 
 OVERLAY_CASES = 2
 """Validation cases that get an overlay PNG at each validation."""
@@ -29,8 +33,9 @@ def load_case(store: Any, case_id: str, channels: Sequence[int] | None) -> tuple
     if channels is not None:
         image = image[list(channels)]
     label = store.label(case_id)
-    lab = np.asarray(label[...]) if label is not None else np.zeros(image.shape[1:], np.uint8)
-    return torch.from_numpy(image), lab
+    if label is None:  # an all-background stand-in would score a model on labels nobody drew
+        raise DataError(f"case {case_id!r} has no label; validation uses labelled cases only")
+    return torch.from_numpy(image), np.asarray(label[...])
 
 
 def _overlay(image: torch.Tensor, label: np.ndarray, pred: np.ndarray, out: Path, title: str) -> Path:
@@ -44,13 +49,20 @@ def _overlay(image: torch.Tensor, label: np.ndarray, pred: np.ndarray, out: Path
 
 def validate(model: nn.Module, store: Any, case_ids: Sequence[str], spec: TrainSpec, meta: Mapping[str, Any], *,
              channels: Sequence[int] | None, device: torch.device, step: int = 0,
-             overlay_dir: Path | None = None, tracker: Any = None) -> dict[str, float]:
-    """Mean `val/...` metrics over (at most `validation.max_cases`) validation cases; model left in train mode."""
+             overlay_dir: Path | None = None, tracker: Any = None,
+             on_case: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    """Mean `val/...` metrics over (at most `validation.max_cases`) validation cases; model left in train mode.
+
+    `on_case(done, total)` is called before each case and at the end (progress lines for long validations). With
+    `validation.mode: train_cases` the metrics carry `validation_on_training_data: 1.0` and the log says so.
+    """
     names = tasks.output_names(spec.task, meta)
     cases = list(case_ids)[: spec.validation.max_cases or None]
     acc = MetricAccumulator()
     amp = device.type == "cuda" and spec.precision in ("bf16", "auto")
     for i, case in enumerate(cases):
+        if on_case is not None:
+            on_case(i, len(cases))
         image, label = load_case(store, case, channels)
         logits = sliding_window_predict(model, image, spec.patch, spec.validation.overlap, mode="gaussian",
                                         sw_batch_size=spec.batch_size if len(spec.patch) == 3 else 8,
@@ -63,7 +75,15 @@ def validate(model: nn.Module, store: Any, case_ids: Sequence[str], spec: TrainS
             path = _overlay(image, label, pred, overlay_dir / f"step{step:07d}_{case}.png", f"{case} step {step}")
             if tracker is not None:
                 tracker.artifact(path, "overlays")
+    if on_case is not None:
+        on_case(len(cases), len(cases))
     model.train()
     metrics = acc.aggregate()
-    log.info("validation at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items() if "dice" in k})
+    dice = {k: round(v, 4) for k, v in metrics.items() if "dice" in k}
+    if spec.validation.mode == "train_cases":
+        metrics[ON_TRAINING_DATA] = 1.0
+        log.warning("validation at step %d on the TRAINING cases (validation.mode train_cases: measures fit, not "
+                    "generalisation): %s", step, dice)
+    else:
+        log.info("validation at step %d: %s", step, dice)
     return metrics

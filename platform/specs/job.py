@@ -46,11 +46,22 @@ class TrainJob(_JobBase):
         return self
 
 
+def _tune_metric_measured(train: TrainSpec | None, tune: TuneSpec | None) -> None:
+    """A sweep ranked by a `val/` metric needs trials that validate."""
+    if train is not None and tune is not None and train.validation.mode == "none" and tune.metric.startswith("val/"):
+        raise ValueError(f"tune.metric {tune.metric!r} needs validation, but train.validation.mode is none")
+
+
 class TuneJob(_JobBase):
     kind: Literal["tune"] = "tune"
     train: TrainSpec
     """The base train spec every trial starts from."""
     tune: TuneSpec
+
+    @model_validator(mode="after")
+    def _metric_measured(self) -> "TuneJob":
+        _tune_metric_measured(self.train, self.tune)
+        return self
 
 
 class ServeJob(_JobBase):
@@ -87,6 +98,7 @@ class PipelineJob(_JobBase):
             raise ValueError("train.store is required when the pipeline has no preprocess stage")
         if self.serve is not None and self.serve.model.endswith("__pipeline__") and self.train is None:
             raise ValueError("serve.model is required when the pipeline has no train/tune stage")
+        _tune_metric_measured(self.train, self.tune)
         return self
 
 

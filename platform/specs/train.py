@@ -60,6 +60,12 @@ class AugmentSpec(StrictModel):
 
 
 class ValidationSpec(StrictModel):
+    mode: Literal["split", "train_cases", "none"] = "split"
+    """split: hold out labelled cases (k-fold or `split` fractions); needs ≥ 2 labelled cases.
+    train_cases: validate on the training cases themselves (one labelled case is enough); the metrics keep their
+    `val/` names but measure fit, not generalisation, and carry `validation_on_training_data: 1`.
+    none: no validation; every labelled case trains and checkpoints are ranked by the mean training loss since the
+    previous report (`checkpoint.metric` defaults to `train/loss`, mode min)."""
     every: int = Field(default=1000, ge=1)
     """Validate (sliding window on whole volumes) every N steps and at the end."""
     folds: int = Field(default=5, ge=2)
@@ -97,7 +103,8 @@ class CheckpointSpec(StrictModel):
     keep: int = Field(default=2, ge=1)
     """Checkpoints kept (best by `metric` plus the latest)."""
     metric: str = "val/dice_mean"
-    """Metric that ranks checkpoints and picks the exported model."""
+    """Metric that ranks checkpoints and picks the exported model (`train/loss`, mode min, when
+    `validation.mode` is none and no metric is set)."""
     mode: Literal["max", "min"] = "max"
     """Whether larger `metric` is better."""
 
@@ -152,3 +159,16 @@ class TrainSpec(StrictModel):
     """Model registry root; the best checkpoint is exported to <registry>/<job name>/<version>/."""
     export: bool = True
     """Export the best checkpoint to the registry at the end."""
+
+    @model_validator(mode="after")
+    def _checkpoint_metric_without_validation(self) -> "TrainSpec":
+        """With `validation.mode: none` there are no `val/` metrics: rank checkpoints by the training loss."""
+        c = self.checkpoint
+        if self.validation.mode != "none" or not c.metric.startswith("val/"):
+            return self
+        if "metric" in c.model_fields_set:
+            raise ValueError(f"checkpoint.metric {c.metric!r} needs validation, but validation.mode is none "
+                             f"(use train/loss, or validation.mode train_cases)")
+        mode = c.mode if "mode" in c.model_fields_set else "min"
+        self.checkpoint = c.model_copy(update={"metric": "train/loss", "mode": mode})
+        return self

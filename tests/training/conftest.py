@@ -49,16 +49,24 @@ class FakeStore:
     def label(self, case_id):
         return self.cases[case_id][1]
 
+    def has_label(self, case_id) -> bool:
+        return self.cases[case_id][1] is not None
+
     def case_attrs(self, case_id):
         return {"spacing": [1.0, 1.0, 1.0]}
 
     def fg_coords(self, case_id):
         lab = self.cases[case_id][1]
+        if lab is None:
+            return {}
         return {int(v): np.argwhere(lab == v) for v in np.unique(lab) if v > 0}
 
 
-def make_fake_store(n=6, shape=(24, 24, 24), channels=4) -> FakeStore:
+def make_fake_store(n=6, shape=(24, 24, 24), channels=4, unlabelled=0) -> FakeStore:
+    """`n` labelled cases `caseNN` plus `unlabelled` image-only cases `testNN` (label None, as a test split)."""
     cases = {f"case{i:02d}": brats_like_case(shape, seed=i, channels=channels) for i in range(n)}
+    for i in range(unlabelled):
+        cases[f"test{i:02d}"] = (brats_like_case(shape, seed=100 + i, channels=channels)[0], None)
     return FakeStore(cases, {**MSD_META, "channels": MSD_META["channels"][:channels]})
 
 
