@@ -211,7 +211,8 @@ def _run_validation(env, step, tracker, progress) -> dict[str, float]:
     if env["rank"] == 0:
         metrics = validate(unwrap(env["model"]), env["store"], env["split"]["val"], spec, env["meta"],
                            channels=env["chans"], device=env["device"], step=step,
-                           overlay_dir=env["run_dir"] / "overlays", tracker=tracker)
+                           overlay_dir=env["run_dir"] / "overlays", tracker=tracker,
+                           on_case=lambda done, total: tracker.validation_progress(step, done, total))
         tracker.log(step, metrics)
         tracker.plot()
         value = metrics.get(spec.checkpoint.metric)

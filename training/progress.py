@@ -1,44 +1,119 @@
-"""Driver-side progress bar (rich): polls `<run_dir>/progress.json`, which rank 0 rewrites twice a second.
+"""Driver-side training progress: polls `<run_dir>/progress.json`, which rank 0 rewrites as it trains.
 
 A file rather than a Ray callback because Ray Train V2 callbacks run in the controller actor, not the driver.
+On a terminal: a live bar (rich). Otherwise (CI logs, `| tee`, `nohup`) a live bar would print only once, at the
+end, so plain lines (step, loss, steps/s, ETA; validation case i/n) go out every `VOXRAY_PROGRESS_INTERVAL`
+seconds (default 30; 0 = whenever the step changes).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 import threading
+import time
 from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["ProgressBar"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ProgressBar", "progress_interval", "format_line", "INTERVAL_ENV"]
+
+INTERVAL_ENV = "VOXRAY_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 30.0
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines in non-terminal output (`VOXRAY_PROGRESS_INTERVAL`, default 30)."""
+    raw = os.environ.get(INTERVAL_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        log.warning("%s=%r is not a number of seconds ≥ 0; using %g", INTERVAL_ENV, raw, DEFAULT_INTERVAL)
+        return DEFAULT_INTERVAL
+    return value
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    h, m = divmod(s, 3600)
+    m, s = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def format_line(p: dict[str, Any], total: int) -> str:
+    """One progress line from a progress.json payload."""
+    step, its = int(p["step"]), float(p.get("it_s") or 0.0)
+    if p.get("phase") == "validate":
+        return f"validate at step {step}: case {p['val_done']}/{p['val_total']}"
+    eta = _duration((total - step) / its) if its > 0 and step < total else "-"
+    return (f"train step {step}/{total} ({100 * step / max(total, 1):.0f}%)  loss {p['loss']:.4f}  "
+            f"lr {p['lr']:.2e}  {its:.2f} steps/s  ETA {eta}")
 
 
 class ProgressBar:
-    """Context manager showing step/total, loss, lr, it/s and ETA while training runs elsewhere."""
+    """Context manager reporting step/total, loss, lr, steps/s and ETA while training runs elsewhere.
 
-    def __init__(self, run_dir: Path, total: int, *, enabled: bool = True, interval: float = 1.0) -> None:
-        self.path, self.total, self.enabled, self.interval = Path(run_dir) / "progress.json", total, enabled, interval
+    `stream` (default stdout) decides the form: a bar on a terminal, lines every `line_interval` seconds
+    (default `progress_interval()`) otherwise.
+    """
+
+    def __init__(self, run_dir: Path, total: int, *, enabled: bool = True, interval: float = 1.0,
+                 stream: IO[str] | None = None, line_interval: float | None = None) -> None:
+        self.path, self.total, self.enabled = Path(run_dir) / "progress.json", total, enabled
+        self.stream = stream if stream is not None else sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.line_interval = progress_interval() if line_interval is None else max(line_interval, 0.0)
+        self.interval = interval if self.tty else min(interval, max(self.line_interval, 0.05))
         self._stop = threading.Event()
+        self._last_key: tuple | None = None
+        self._last_line = 0.0
 
     def __enter__(self) -> "ProgressBar":
         if not self.enabled:
             return self
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                            TimeRemainingColumn(), transient=False)
-        self.task = self.bar.add_task("train", total=self.total, info="starting workers…")
-        self.bar.start()
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+                                console=Console(file=self.stream))
+            self.task = self.bar.add_task("train", total=self.total, info="starting workers…")
+            self.bar.start()
+        self._last_line = time.monotonic()
         self.thread = threading.Thread(target=self._poll, daemon=True, name="voxray-progress")
         self.thread.start()
         return self
 
-    def _update(self) -> None:
+    def _read(self) -> dict[str, Any] | None:
         try:
-            p = json.loads(self.path.read_text())
+            return json.loads(self.path.read_text())
         except (OSError, ValueError):
+            return None
+
+    def _update(self, final: bool = False) -> None:
+        p = self._read()
+        if p is None:
             return
-        info = f"loss {p['loss']:.4f}  lr {p['lr']:.2e}  {p['it_s']:.2f} it/s"
-        self.bar.update(self.task, completed=p["step"], info=info)
+        if self.tty:
+            info = (f"validating case {p['val_done']}/{p['val_total']}" if p.get("phase") == "validate" else
+                    f"loss {p['loss']:.4f}  lr {p['lr']:.2e}  {p['it_s']:.2f} it/s")
+            self.bar.update(self.task, completed=p["step"], info=info)
+            return
+        key = (p.get("phase"), p["step"], p.get("val_done"))
+        now = time.monotonic()
+        if key == self._last_key or (not final and now - self._last_line < self.line_interval):
+            return
+        self._last_key, self._last_line = key, now
+        self.stream.write(format_line(p, self.total) + "\n")
+        self.stream.flush()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.interval):
@@ -48,5 +123,6 @@ class ProgressBar:
         if self.enabled:
             self._stop.set()
             self.thread.join(timeout=2)
-            self._update()
-            self.bar.stop()
+            self._update(final=True)
+            if self.tty:
+                self.bar.stop()

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from voxray.training.progress import progress_interval
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Tracker", "flatten", "read_metrics", "plot_progress", "save_overlay"]
@@ -98,6 +100,9 @@ class Tracker:
         self.csv_path = self.run_dir / "metrics.csv"
         self._truncate(start_step)
         self._t0, self._last_progress = time.monotonic(), 0.0
+        self._throttle = min(0.5, progress_interval())
+        self._train_state: dict[str, Any] = {"phase": "train", "step": start_step, "total": 0, "loss": float("nan"),
+                                             "lr": 0.0, "it_s": 0.0}
         self.mlflow = None
         if mlflow_enabled:
             self._start_mlflow(uri, experiment, params or {})
@@ -137,13 +142,25 @@ class Tracker:
             self.mlflow.log_metrics(finite, step=step)
 
     def progress(self, step: int, total: int, loss: float, lr: float, its: float, *, force: bool = False) -> None:
-        """progress.json for the driver's progress bar (written at most twice a second)."""
+        """progress.json for the driver's progress display (written at most twice a second, or every step when
+        `VOXRAY_PROGRESS_INTERVAL` is 0)."""
         now = time.monotonic()
-        if not force and now - self._last_progress < 0.5:
+        if not force and now - self._last_progress < self._throttle:
             return
         self._last_progress = now
+        self._train_state = {"phase": "train", "step": step, "total": total, "loss": loss, "lr": lr, "it_s": its}
+        self._write_progress(self._train_state)
+
+    def validation_progress(self, step: int, done: int, total: int) -> None:
+        """progress.json while validating: `done` of `total` cases (long sliding-window validations show up)."""
+        self._write_progress({**self._train_state, "phase": "validate", "step": step, "val_done": done,
+                              "val_total": total})
+        if done == total:  # back to the training figures, so the driver's last line is not a stale "validate"
+            self._write_progress({**self._train_state, "step": step})
+
+    def _write_progress(self, payload: Mapping[str, Any]) -> None:
         tmp = self.run_dir / "progress.json.tmp"
-        tmp.write_text(json.dumps({"step": step, "total": total, "loss": loss, "lr": lr, "it_s": its}))
+        tmp.write_text(json.dumps(payload))
         tmp.replace(self.run_dir / "progress.json")
 
     def plot(self) -> None:
