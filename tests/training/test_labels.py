@@ -17,7 +17,7 @@ from voxray.training.data import load_or_make_split, make_split
 from voxray.training.registry import read_card
 from voxray.training.validation import ON_TRAINING_DATA
 
-from conftest import make_fake_store
+from _train_helpers import make_fake_store
 
 TRAIN = dict(task="brats_regions", model={"name": "unet", "channels": [8, 16], "num_res_units": 1},
              patch=[16, 16, 16], batch_size=2, steps=4, optimizer={"lr": 3e-3, "weight_decay": 0.0},

@@ -11,7 +11,7 @@ import voxray.training.loop as loop
 from voxray.platform.specs.train import TrainSpec
 from voxray.training.checkpoint import load_state
 
-from conftest import make_fake_store
+from _train_helpers import make_fake_store
 
 
 def _spec(**kw) -> TrainSpec:

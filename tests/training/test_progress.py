@@ -11,7 +11,7 @@ import voxray.training.loop as loop
 from voxray.platform.specs.train import TrainSpec
 from voxray.training.progress import INTERVAL_ENV, ProgressBar, format_line, progress_interval
 
-from conftest import make_fake_store
+from _train_helpers import make_fake_store
 
 
 def test_interval_from_the_environment(monkeypatch):
