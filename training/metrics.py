@@ -18,9 +18,9 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from scipy import ndimage
 
-from voxray.training.tasks import activate, activation
+from voxray.training.tasks import activate, activation, encode_target, output_names
 
-__all__ = ["case_metrics", "lesion_stats", "hd95", "MetricAccumulator"]
+__all__ = ["case_metrics", "label_map_dice", "lesion_stats", "hd95", "MetricAccumulator"]
 
 _CONN26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -87,6 +87,25 @@ def case_metrics(logits: torch.Tensor, target: torch.Tensor, task: str, names: S
         voxel_ml = float(np.prod(list(spacing)[-pred.ndim + 1:])) / 1000.0
         out["abs_volume_diff_ml"] = abs(int(pred[0].sum()) - int(gt[0].sum())) * voxel_ml
         out.update(lesion_stats(pred[0].numpy(), gt[0].numpy()))
+    return out
+
+
+def label_map_dice(pred: np.ndarray, truth: np.ndarray, task: str, meta: Mapping) -> dict[str, float]:
+    """Dice per output (BraTS regions, classes) of two label maps in the dataset's values, plus their mean.
+
+    Both maps are encoded with the task's own target encoding, so a served mask (in the input grid) is scored
+    exactly as validation scores logits; empty prediction and empty truth = 1, as in `case_metrics`.
+    """
+    names = output_names(task, meta)
+    p, t = encode_target(pred, task, meta), encode_target(truth, task, meta)
+    if activation(task) == "softmax":
+        k = len(names)
+        p = torch.nn.functional.one_hot(p[0], k).movedim(-1, 0)[1:]
+        t = torch.nn.functional.one_hot(t[0], k).movedim(-1, 0)[1:]
+        names = names[1:]
+    dice = compute_dice(p[None].float(), t[None].float(), include_background=True, ignore_empty=False)[0]
+    out = {name: float(d) for name, d in zip(names, dice)}
+    out["mean"] = float(dice.mean())
     return out
 
 

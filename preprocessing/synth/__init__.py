@@ -1,6 +1,9 @@
 """Synthetic datasets in the exact on-disk layouts of the real ones, so every adapter is tested without downloads.
 
-`synth_dataset(layout, out, cases, seed, shape, test_cases)` is deterministic per seed; see docs/datasets.md.
+`synth_dataset(layout, out, cases, seed, shape, test_cases, difficulty)` is deterministic per seed; `difficulty`
+(0 easy … 3 hard, default 2) sets noise, bias field, partial volume, contrast jitter, lesion texture and unlabelled
+look-alikes (`appearance.LEVELS`, docs/datasets.md). The default is calibrated so that a per-voxel intensity
+classifier cannot solve the lesion layouts (training.baseline).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ import importlib
 import logging
 import time
 from pathlib import Path
+
+from voxray.preprocessing.synth.appearance import DEFAULT_DIFFICULTY, LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,12 @@ def default_shape(layout: str) -> tuple[int, int, int]:
 
 
 def synth_dataset(layout: str, out: str | Path, cases: int = 2, seed: int = 0,
-                  shape: tuple[int, int, int] | None = None, test_cases: int = 0) -> Path:
+                  shape: tuple[int, int, int] | None = None, test_cases: int = 0,
+                  difficulty: int = DEFAULT_DIFFICULTY) -> Path:
     """Write `cases` labelled (+ `test_cases` unlabelled) synthetic cases in `layout`'s real layout under `out`."""
     writer = _writer(layout)
+    if difficulty not in LEVELS:
+        raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty!r}")
     if cases < 1 or test_cases < 0:
         raise ValueError(f"cases must be >= 1 and test_cases >= 0, got cases={cases}, test_cases={test_cases}")
     shape = tuple(int(s) for s in (shape or writer.DEFAULT_SHAPE))
@@ -43,8 +51,9 @@ def synth_dataset(layout: str, out: str | Path, cases: int = 2, seed: int = 0,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ids = writer.write(out, cases, test_cases, seed, shape)
-    log.info("synth %s: %d cases %s in %.1f s → %s", layout, len(ids), shape, time.perf_counter() - start, out)
+    ids = writer.write(out, cases, test_cases, seed, shape, level=difficulty)
+    log.info("synth %s: %d cases %s, difficulty %d, in %.1f s → %s", layout, len(ids), shape, difficulty,
+             time.perf_counter() - start, out)
     return out
 
 
@@ -54,4 +63,4 @@ def _writer(layout: str):
     return importlib.import_module(_WRITERS[layout])
 
 
-__all__ = ["SYNTH_LAYOUTS", "default_shape", "synth_dataset"]
+__all__ = ["SYNTH_LAYOUTS", "DEFAULT_DIFFICULTY", "LEVELS", "default_shape", "synth_dataset"]

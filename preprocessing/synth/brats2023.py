@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxray.preprocessing.synth.appearance import DEFAULT_DIFFICULTY
 from voxray.preprocessing.synth.niftiout import save_nifti, to_scanner_units
 from voxray.preprocessing.synth.phantom import Grid, brain_case
 
@@ -17,7 +18,8 @@ TRAIN_DIR = "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
 VALID_DIR = "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData"
 
 
-def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int]) -> list[str]:
+def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int],
+          level: int = DEFAULT_DIFFICULTY) -> list[str]:
     """Case folders directly under `out`, or the official Training/Validation folders when `test_cases` > 0."""
     grid = Grid.axis_aligned(shape, (1.0, 1.0, 1.0), flip=(True, True, False))  # BraTS files are stored LPS
     ids: list[str] = []
@@ -26,7 +28,7 @@ def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, i
         parent = out if not test_cases else out / (TRAIN_DIR if labelled else VALID_DIR)
         case_id = f"BraTS-GLI-{n:05d}-000"
         rng = np.random.default_rng([seed, n])
-        images, lesion, _ = brain_case({"t1": grid}, list(FILES.values()), "t1", rng, lesion="glioma")
+        images, lesion, _ = brain_case({"t1": grid}, list(FILES.values()), "t1", rng, lesion="glioma", level=level)
         for suffix, modality in FILES.items():
             data = to_scanner_units(images[modality], SCALES[modality])
             save_nifti(parent / case_id / f"{case_id}-{suffix}.nii.gz", data, grid.affine, "int16")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxray.preprocessing.synth.appearance import DEFAULT_DIFFICULTY
 from voxray.preprocessing.synth.niftiout import save_nifti, to_scanner_units
 from voxray.preprocessing.synth.phantom import Grid, brain_case
 
@@ -25,7 +26,8 @@ def flair_grid(dwi: Grid) -> Grid:
     return Grid(grid.shape, affine)
 
 
-def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int]) -> list[str]:
+def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int],
+          level: int = DEFAULT_DIFFICULTY) -> list[str]:
     """`sub-strokecaseNNNN/ses-0001/{anat,dwi}` + `derivatives/sub-…/ses-0001/…_msk.nii.gz`."""
     dwi = Grid.axis_aligned(shape, (2.0, 2.0, 2.0))
     grids = {"dwi": dwi, "adc": dwi, "flair": flair_grid(dwi)}
@@ -34,7 +36,8 @@ def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, i
         sub = f"sub-strokecase{n + 1:04d}"
         stem, ses = f"{sub}_ses-0001", out / sub / "ses-0001"
         rng = np.random.default_rng([seed, n])
-        images, lesion, _ = brain_case(grids, ["dwi", "adc", "flair"], "dwi", rng, lesion="stroke", skull=True)
+        images, lesion, _ = brain_case(grids, ["dwi", "adc", "flair"], "dwi", rng, lesion="stroke", skull=True,
+                                       level=level)
         save_nifti(ses / "dwi" / f"{stem}_dwi.nii.gz", to_scanner_units(images["dwi"], SCALES["dwi"]), dwi.affine, "float32")
         save_nifti(ses / "dwi" / f"{stem}_adc.nii.gz", to_scanner_units(images["adc"], SCALES["adc"]), dwi.affine, "float32")
         save_nifti(ses / "anat" / f"{stem}_FLAIR.nii.gz", to_scanner_units(images["flair"], SCALES["flair"]),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from voxray.preprocessing.synth.appearance import DEFAULT_DIFFICULTY
 from voxray.preprocessing.synth.phantom import Grid, brain_case
 
 DEFAULT_SHAPE = (256, 256, 12)  # rows, columns, slices (the real TIFs are 256×256×3)
@@ -29,7 +30,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image / top * 240.0, 0, 255).astype(np.uint8)
 
 
-def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int]) -> list[str]:
+def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int],
+          level: int = DEFAULT_DIFFICULTY) -> list[str]:
     grid = Grid.axis_aligned(shape, (1.0, 1.0, 4.0))
     table: list[dict] = []
     ids: list[str] = []
@@ -37,7 +39,7 @@ def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, i
         pid, folder = patient(n)
         rng = np.random.default_rng([seed, n])
         images, lesion, _ = brain_case({"t1": grid}, list(MODALITIES), "t1", rng, lesion="glioma",
-                                       fill=(0.42, 0.42, 0.8))  # a slab of slices through the head
+                                       fill=(0.42, 0.42, 0.8), level=level)  # a slab of slices through the head
         rgb = np.stack([to_uint8(images[m]) for m in MODALITIES], axis=-1)  # H W N 3
         (out / folder).mkdir(parents=True, exist_ok=True)
         for k in range(shape[2]):

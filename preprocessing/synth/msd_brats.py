@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxray.preprocessing.synth.appearance import DEFAULT_DIFFICULTY
 from voxray.preprocessing.synth.niftiout import save_nifti, to_scanner_units
 from voxray.preprocessing.synth.phantom import Grid, brain_case
 
@@ -15,7 +16,8 @@ MODALITIES = ["flair", "t1", "t1c", "t2"]  # file channel order: FLAIR, T1w, t1g
 SCALES = {"flair": 420.0, "t1": 510.0, "t1c": 560.0, "t2": 680.0}
 
 
-def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int]) -> list[str]:
+def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int],
+          level: int = DEFAULT_DIFFICULTY) -> list[str]:
     """Write imagesTr/labelsTr (labelled) and imagesTs (unlabelled); returns the case ids."""
     grid = Grid(tuple(shape), np.eye(4))  # MSD Task01 stores 1 mm isotropic voxels with an identity affine
     ids: list[str] = []
@@ -23,12 +25,13 @@ def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, i
         labelled = n < cases
         case_id = f"BRATS_{n + 1:03d}"
         rng = np.random.default_rng([seed, n])
-        images, lesion, _ = brain_case({"t1": grid}, MODALITIES, "t1", rng, lesion="glioma")
+        images, lesion, _ = brain_case({"t1": grid}, MODALITIES, "t1", rng, lesion="glioma", level=level)
         stack = np.stack([to_scanner_units(images[m], SCALES[m]) for m in MODALITIES], axis=-1)
         save_nifti(out / ("imagesTr" if labelled else "imagesTs") / f"{case_id}.nii.gz", stack, grid.affine, "float32")
         if labelled:
             save_nifti(out / "labelsTr" / f"{case_id}.nii.gz", lesion, grid.affine, "uint8")
         ids.append(case_id)
+    (out / "imagesTs").mkdir(exist_ok=True)  # the real download always has it (nnU-Net's converter expects it)
     (out / "imagesTr" / "._BRATS_001.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
     _dataset_json(out, ids[:cases], ids[cases:])
     return ids

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from voxray.preprocessing.datasets.rle import rle_encode
+from voxray.preprocessing.synth.appearance import DEFAULT_DIFFICULTY
 from voxray.preprocessing.synth.abdomen import abdomen_case
 from voxray.preprocessing.synth.phantom import Grid
 
@@ -23,7 +24,8 @@ def case_day(n: int) -> tuple[str, str]:
     return case, f"{case}_day{0 if n % 2 == 0 else 20}"
 
 
-def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int]) -> list[str]:
+def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int],
+          level: int = DEFAULT_DIFFICULTY) -> list[str]:
     """`train/caseN/caseN_dayM/scans/slice_NNNN_W_H_1.50_1.50.png` + `train.csv`; test case-days under `test/`."""
     grid = Grid.axis_aligned(shape, SPACING)
     height, width, depth = shape
@@ -33,7 +35,7 @@ def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, i
         case, day = case_day(n)
         scans = out / ("train" if n < cases else "test") / case / day / "scans"
         scans.mkdir(parents=True, exist_ok=True)
-        image, masks = abdomen_case(grid, np.random.default_rng([seed, n]))
+        image, masks = abdomen_case(grid, np.random.default_rng([seed, n]), level)
         pixels = np.clip(image * 1000.0, 0, 65535).astype(np.uint16)
         for k in range(depth):
             name = f"slice_{k + 1:04d}_{width}_{height}_{SPACING[1]:.2f}_{SPACING[0]:.2f}.png"
