@@ -19,7 +19,10 @@ import torch
 TASKS = ("labels", "brats_regions", "binary", "multilabel")
 
 __all__ = ["TASKS", "activation", "num_outputs", "output_names", "encode_target", "activate", "decode_logits",
-           "label_values", "region_sets"]
+           "label_values", "region_sets", "restrict_to_nonzero", "nonzero_mask"]
+
+BACKGROUND_LOGIT = 30.0
+"""Logit magnitude that makes a voxel certain background (sigmoid(−30) ≈ 1e−13)."""
 
 
 def _check(task: str) -> None:
@@ -135,4 +138,28 @@ def decode_logits(logits: torch.Tensor | np.ndarray, task: str, meta: Mapping[st
             out |= (arr[k].astype(np.uint8) << (v - 1)).astype(np.uint8)
         else:
             out[arr[k]] = v
+    return out
+
+
+def nonzero_mask(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Voxels nonzero in any channel of a (C, *S) image: the body of a skull-stripped / masked scan."""
+    return (torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image) != 0).any(0)
+
+
+def restrict_to_nonzero(logits: torch.Tensor, image: torch.Tensor | np.ndarray, task: str) -> torch.Tensor:
+    """Logits (K, *S) with every voxel outside the image's nonzero region made certain background.
+
+    Skull-stripped scans are zero outside the brain; z-scoring inside the mask leaves those voxels at 0, which is
+    close to the z-score of grey matter, so an unmasked network can paint tissue over empty background. The
+    model card records `restrict_to_nonzero` so validation, `predict` and serving apply the same rule.
+    """
+    outside = ~nonzero_mask(image)
+    if not bool(outside.any()):
+        return logits
+    out = logits.clone()
+    if activation(task) == "softmax":
+        out[:, outside] = -BACKGROUND_LOGIT
+        out[0, outside] = BACKGROUND_LOGIT
+    else:
+        out[:, outside] = -BACKGROUND_LOGIT
     return out

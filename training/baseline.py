@@ -1,0 +1,122 @@
+"""A non-learned per-voxel baseline printed beside every Dice: a Bayes classifier on quantised joint intensities.
+
+A segmentation model is only worth training if it beats what a voxel's own intensities already tell. The
+baseline fits, on the training cases' voxels only, the class frequencies of every cell of a joint histogram over
+all input channels (the best any per-voxel intensity rule can do at that quantisation: it subsumes per-class
+thresholds and channel combinations) and predicts the class posteriors of each voxel. It sees no context:
+what a model gains over it is what it learned from shape, neighbourhood and position.
+
+It is an `nn.Module` mapping (B, C, *S) images to the task's logits, so it goes through exactly the model's
+validation and prediction paths (sliding window, task decoding, inverse transform, metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxray.training import tasks
+
+log = logging.getLogger(__name__)
+
+MAX_CELLS = 1 << 18
+"""Joint-histogram cells at most: bins per channel shrink with the channel count (4 channels → 22 bins)."""
+MAX_BINS = 24
+VOXELS_PER_CASE = 400_000
+"""Voxels sampled per training case (all of them for small cases); bounds the fit on large datasets."""
+EPS = 1e-6
+
+__all__ = ["VoxelBaseline", "fit_baseline", "baseline_metrics"]
+
+
+class VoxelBaseline(nn.Module):
+    """Per-voxel class posteriors from a joint intensity histogram, returned as the task's logits."""
+
+    def __init__(self, edges: np.ndarray, class_values: Sequence[int], posteriors: np.ndarray, task: str,
+                 meta: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.task = task
+        self.register_buffer("edges", torch.as_tensor(edges, dtype=torch.float32))  # (C, bins - 1) inner edges
+        # task output k of class value c: target of a voxel labelled c, so outputs are expectations under p(c | x)
+        target = tasks.encode_target(np.asarray(class_values, dtype=np.int64), task, meta).float()  # (K|1, n)
+        if tasks.activation(task) == "softmax":
+            onehot = torch.zeros(tasks.num_outputs(task, meta), len(class_values))
+            onehot[target[0].long(), torch.arange(len(class_values))] = 1.0
+            target = onehot
+        out = torch.as_tensor(posteriors, dtype=torch.float32) @ target.T  # (cells, K)
+        self.register_buffer("table", out)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        prob = self.table.to(image.device)[joint_cells(image, self.edges.to(image.device))]  # (B, *S, K)
+        prob = prob.movedim(-1, 1).clamp(EPS, 1.0 - EPS)
+        if tasks.activation(self.task) == "softmax":
+            return prob.log()
+        return torch.log(prob) - torch.log1p(-prob)
+
+
+def joint_cells(image: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Joint histogram cell of every voxel of (B, C, *S) images given (C, bins - 1) inner edges → (B, *S) int64."""
+    bins = edges.shape[1] + 1
+    idx = torch.zeros((image.shape[0], *image.shape[2:]), dtype=torch.long, device=image.device)
+    for c in range(edges.shape[0]):
+        idx = idx * bins + torch.bucketize(image[:, c].float().contiguous(), edges[c])
+    return idx
+
+
+def _bins_for(channels: int) -> int:
+    return int(max(2, min(MAX_BINS, np.floor(MAX_CELLS ** (1.0 / max(channels, 1))))))
+
+
+def fit_baseline(cases: Iterable[tuple[np.ndarray, np.ndarray]], task: str, meta: Mapping[str, Any],
+                 seed: int = 0, alpha: float = 1.0) -> VoxelBaseline:
+    """Fit on (image (C, *S) float, label (*S) int) training cases; bins are per-channel quantiles of their voxels.
+
+    `alpha` pseudo-counts spread by the class prior keep rare cells from becoming certain.
+    """
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for image, label in cases:
+        x = np.asarray(image, dtype=np.float32).reshape(image.shape[0], -1)
+        y = np.asarray(label).reshape(-1)
+        if x.shape[1] != y.size:
+            raise ValueError(f"image {image.shape} and label {label.shape} have different spatial sizes")
+        if y.size > VOXELS_PER_CASE:
+            keep = rng.choice(y.size, VOXELS_PER_CASE, replace=False)
+            x, y = x[:, keep], y[keep]
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ValueError("the baseline needs at least one labelled training case")
+    x, y = np.concatenate(xs, axis=1), np.concatenate(ys)
+    bins = _bins_for(x.shape[0])
+    qs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    edges = np.stack([np.quantile(row, qs) for row in x])
+    values, y_idx = np.unique(y, return_inverse=True)
+    cell = joint_cells(torch.from_numpy(x[None]), torch.from_numpy(edges).float())[0].numpy()
+    counts = np.bincount(cell * len(values) + y_idx, minlength=bins ** x.shape[0] * len(values))
+    counts = counts.reshape(-1, len(values)).astype(np.float64)
+    prior = np.bincount(y_idx, minlength=len(values)) / y.size
+    post = (counts + alpha * prior) / (counts.sum(1, keepdims=True) + alpha)
+    log.info("baseline: per-voxel Bayes classifier, %d channels × %d bins, %d voxels, classes %s",
+             x.shape[0], bins, y.size, values.tolist())
+    return VoxelBaseline(edges, [int(v) for v in values], post, task, meta)
+
+
+def baseline_metrics(baseline: VoxelBaseline, cases: Iterable[tuple[torch.Tensor, np.ndarray, Sequence[float]]],
+                     task: str, meta: Mapping[str, Any], restrict: bool = False) -> dict[str, float]:
+    """`baseline/...` metrics (the same names as `val/...`) over (image, label, spacing) validation cases."""
+    from voxray.training.metrics import MetricAccumulator, case_metrics
+
+    names = tasks.output_names(task, meta)
+    acc = MetricAccumulator()
+    with torch.no_grad():
+        for image, label, spacing in cases:
+            logits = baseline(image[None])[0]
+            if restrict:
+                logits = tasks.restrict_to_nonzero(logits, image, task)
+            acc.add(case_metrics(logits, tasks.encode_target(label, task, meta), task, names, spacing))
+    return {k.replace("val/", "baseline/", 1): v for k, v in acc.aggregate().items()}
