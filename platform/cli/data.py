@@ -42,6 +42,7 @@ def synth(
     test_cases: Annotated[int, typer.Option("--test-cases", min=0, help="Unlabelled test cases (layouts with a test part).")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
     shape: Annotated[Optional[tuple[int, int, int]], typer.Option("--shape", help="Volume size X Y Z (2D layouts: rows columns slices); default small.")] = None,
+    difficulty: Annotated[int, typer.Option("--difficulty", min=0, max=3, help="0 easy (separable by intensity) … 3 hard; default 2 defeats a per-voxel intensity classifier (docs/datasets.md).")] = 2,
 ) -> None:
     """Write a small synthetic dataset in a real layout (file names, dtypes, orientation, spacing as downloaded)."""
     from voxray.preprocessing.synth import synth_dataset
@@ -49,10 +50,11 @@ def synth(
     if shape is not None and any(s is None for s in shape):
         shape = None
     try:
-        root = synth_dataset(layout, out, cases=cases, seed=seed, shape=shape, test_cases=test_cases)
+        root = synth_dataset(layout, out, cases=cases, seed=seed, shape=shape, test_cases=test_cases,
+                             difficulty=difficulty)
     except ValueError as exc:
         raise VoxrayError(str(exc), hint="voxray synth --help") from None
-    _output.result(f"[green]wrote[/] {cases} labelled + {test_cases} test {layout} cases to {root}")
+    _output.result(f"[green]wrote[/] {cases} labelled + {test_cases} test {layout} cases (difficulty {difficulty}) to {root}")
     _output.hint(f"voxray inspect {root} --layout {layout}")
 
 
