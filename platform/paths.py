@@ -78,7 +78,12 @@ def is_loopback_address(address: str) -> bool:
     """True when a cluster address (`http://host:8265`, `host:6379`, `auto`) points at this machine."""
     if address in ("auto", "local"):
         return True
-    host = urlparse(address if "://" in address else f"//{address}").hostname or ""
+    return is_loopback_host(urlparse(address if "://" in address else f"//{address}").hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IPs (127.0.0.0/8, ::1, bracketed or not): only this machine connects."""
+    host = host.strip("[]").lower()
     if host == "localhost":
         return True
     try:

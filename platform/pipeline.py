@@ -22,6 +22,10 @@ def run_pipeline(job: PipelineJob) -> StageResult:
     A preprocess run with some failed cases goes on with the good ones (the failures stay in the manifest and the
     summary), because one corrupt case must not cost the whole run.
     """
+    if job.serve is not None:  # a missing key must stop the pipeline now, not after hours of training
+        from voxray.serving.auth import server_digests
+
+        server_digests(job.serve.api_key_env, job.serve.allow_anonymous, job.serve.host, where="pipeline serve stage")
     out = StageResult(kind="pipeline")
     common = dict(name=job.name, ray=job.ray)
     train = job.train

@@ -1,7 +1,8 @@
 """A Ray Serve application builder, so a RayService (KubeRay) or `serve deploy` can serve a registry model
 without a driver: `import_path: voxray.platform.serve_app:build` with `args:` = the job's `serve:` section.
 
-Host and port come from the Serve config's `http_options` (RayService sets them), not from these args.
+Host and port come from the Serve config's `http_options` (RayService sets them, usually 0.0.0.0), not from these
+args, so this builder cannot tell a loopback-only server from an exposed one: it always requires an API key.
 """
 
 from __future__ import annotations
@@ -32,6 +33,6 @@ def build(args: dict[str, Any]) -> Any:
     from voxray.serving.runner import replica_config
 
     auto = spec.autoscaling
-    return build_deployment(replica_config(spec), min_replicas=auto.min_replicas, max_replicas=auto.max_replicas,
+    return build_deployment(replica_config(spec, host=None), min_replicas=auto.min_replicas, max_replicas=auto.max_replicas,
                             target_ongoing_requests=auto.target_ongoing_requests,
                             max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus)

@@ -5,7 +5,9 @@ POST /v1/predict  multipart, one NIfTI per channel (field = channel name, aliase
                   `?format=json` (per-class volume in ml, lesion counts).
 GET  /v1/model    card facts;  GET /healthz  liveness;  GET /readyz  model loaded;  GET /docs  OpenAPI UI.
 
-The API key is checked first, before the body is read; the body is read through a size-bounded stream.
+Auth (see docs/serving.md): an ASGI middleware checks the bearer key before routing, so nothing — query validation,
+body reading, a 404 — happens for a request without it. Open without a key: `/healthz` and `/readyz` (which then
+names no model), plus `/docs` and `/openapi.json` only when the spec sets `public_docs`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxray.serving.service import ModelService
 from voxray.serving.stats import mask_summary
@@ -26,6 +29,9 @@ from voxray.serving.validation import UploadError, bounded_stream, check_content
 log = logging.getLogger(__name__)
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+_NO_KEY = "missing or wrong API key (Authorization: Bearer <key>)"
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _UPLOAD_DOC = {
     "requestBody": {
         "required": True,
@@ -45,6 +51,30 @@ _UPLOAD_DOC = {
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=_UNAUTHORIZED if status == 401 else None)
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request outside `open_paths` needs a valid key, checked before routing."""
+
+    def __init__(self, app: ASGIApp, service: ModelService, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.service = service
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _route_path(scope) not in self.open_paths:
+            if not self.service.authorized(Headers(scope=scope).get("authorization")):
+                await _error(401, _NO_KEY)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point (Serve's route_prefix arrives as root_path)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path or "/"
 
 
 async def read_files(request: Request, service: ModelService) -> dict[str, bytes]:
@@ -76,11 +106,12 @@ async def read_files(request: Request, service: ModelService) -> dict[str, bytes
                            "(one file per channel) or application/octet-stream (one 4D NIfTI)")
 
 
-def build_app(service: ModelService) -> FastAPI:
-    """The HTTP API for one model service."""
+def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
+    """The HTTP API for one model service; `public_docs` opens /docs and /openapi.json to callers without a key."""
     app = FastAPI(title="voxray segmentation", version="1",
-                  description=f"Segmentation with registry model {service.card.get('name')!r} "
-                              f"v{service.card.get('version')}. Authorization: Bearer <API key>.")
+                  description="Segmentation with a voxray registry model (GET /v1/model names it). "
+                              "Authorization: Bearer <API key> on every route but /healthz and /readyz.")
+    app.add_middleware(BearerAuth, service=service, open_paths=OPEN_PATHS | (DOC_PATHS if public_docs else frozenset()))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -88,23 +119,21 @@ def build_app(service: ModelService) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> Response:
-        """Readiness: the model is loaded (it is, once the replica has started)."""
-        return JSONResponse({"status": "ready", "model": service.card.get("name"),
-                             "version": service.card.get("version")})
+    async def readyz(request: Request) -> Response:
+        """Readiness: the model is loaded (it is, once the replica has started); names it only to key holders."""
+        body = {"status": "ready"}
+        if service.key_digests is None or service.authorized(request.headers.get("authorization")):
+            body |= {"model": service.card.get("name"), "version": service.card.get("version")}
+        return JSONResponse(body)
 
     @app.get("/v1/model")
-    async def model(request: Request) -> Response:
+    async def model() -> Response:
         """Name, version, channels, labels and metrics of the served model."""
-        if not service.authorized(request.headers.get("authorization")):
-            return _error(401, "missing or wrong API key (Authorization: Bearer <key>)")
         return JSONResponse(service.model_info())
 
     @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
     async def predict(request: Request, format: Literal["nifti", "json"] = Query("nifti")) -> Response:
         """Segment the uploaded volume; the mask comes back on the input's grid (shape and affine)."""
-        if not service.authorized(request.headers.get("authorization")):
-            return _error(401, "missing or wrong API key (Authorization: Bearer <key>)")
         try:
             files = await read_files(request, service)
             mask, like = await service.segment(files)
@@ -121,5 +150,5 @@ def build_app(service: ModelService) -> FastAPI:
     return app
 
 
-__all__ = ["build_app", "read_files"]
+__all__ = ["BearerAuth", "build_app", "read_files"]
 

@@ -24,8 +24,10 @@ class ReplicaConfig:
     """Everything a replica needs, plain data (it travels in the deployment's init args)."""
 
     model_path: str
-    key_digest: str | None
+    key_digests: tuple[str, ...] | None
+    """SHA-256 of each accepted API key; None = anonymous (loopback only, see auth.server_digests)."""
     limits: dict
+    public_docs: bool = False
     use_gpu: bool = False
     overlap: float = 0.25
     num_threads: int = 1
@@ -42,14 +44,15 @@ class VoxrayModel:
         torch.set_num_threads(max(1, cfg.num_threads))
         device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
         predictor = Predictor.from_registry(cfg.model_path, device=device, overlap=cfg.overlap)
-        self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digest, infer=self.infer)
+        self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digests, infer=self.infer)
+        self.public_docs = cfg.public_docs
         self.infer_batch.set_max_batch_size(cfg.max_batch_size)
         self.infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.batch_sizes: list[int] = []
         log.info("replica ready: %s v%s on %s", predictor.card.get("name"), predictor.card.get("version"), device)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_app(self.service)
+        return build_app(self.service, public_docs=self.public_docs)
 
     def stats(self) -> dict[str, Any]:
         """Recent batch sizes and this replica's memory (tests and benchmarks check batching and bounded RSS)."""

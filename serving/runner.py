@@ -7,27 +7,25 @@ import math
 import time
 from typing import Any
 
-from voxray.platform.errors import VoxrayError
 from voxray.platform.stages import StageResult
-from voxray.serving.auth import digest_from_env
+from voxray.serving.auth import server_digests
 from voxray.serving.validation import Limits
 from voxray.training.registry import read_card, resolve_version
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
-
-def replica_config(spec: Any) -> Any:
-    """The plain-data replica config for a `ServeSpec` (reads the API key from the env var the spec names)."""
+def replica_config(spec: Any, host: str | None = None) -> Any:
+    """The plain-data replica config for a `ServeSpec`: reads the API keys from the env var the spec names, and
+    refuses a keyless server unless the spec allows anonymous access and `host` (the real bind address; None when
+    it is unknown, as in a RayService) is loopback."""
     from dataclasses import asdict
 
     from voxray.serving.deployment import ReplicaConfig
 
-    if spec.api_key_env is None and spec.host not in LOOPBACK:
-        raise VoxrayError(f"refusing to serve on {spec.host!r} without an API key",
-                          hint="set serve.api_key_env (and export the key), or bind serve.host: 127.0.0.1")
-    return ReplicaConfig(model_path=str(resolve_version(spec.model)), key_digest=digest_from_env(spec.api_key_env),
+    digests = server_digests(spec.api_key_env, spec.allow_anonymous, host)
+    return ReplicaConfig(model_path=str(resolve_version(spec.model)), key_digests=digests,
+                         public_docs=spec.public_docs,
                          limits=asdict(Limits.from_spec(spec.limits)), use_gpu=spec.use_gpu, overlap=spec.sw_overlap,
                          num_threads=max(1, math.ceil(spec.num_cpus)), max_batch_size=spec.max_batch_size,
                          batch_wait_timeout_s=spec.batch_wait_timeout_s)
@@ -39,7 +37,7 @@ def start_serving(spec: Any, app_name: str) -> str:
 
     from voxray.serving.deployment import build_deployment
 
-    cfg = replica_config(spec)
+    cfg = replica_config(spec, host=spec.host)
     auto = spec.autoscaling
     app = build_deployment(cfg, min_replicas=auto.min_replicas, max_replicas=auto.max_replicas,
                            target_ongoing_requests=auto.target_ongoing_requests,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,13 +25,15 @@ InferFn = Callable[[torch.Tensor], Awaitable[torch.Tensor]]
 
 
 class ModelService:
-    """One loaded model plus the request policy (limits, API key digest)."""
+    """One loaded model plus the request policy (limits, API key digests; None = anonymous)."""
 
-    def __init__(self, predictor: Predictor, limits: Limits, key_digest: str | None = None,
+    def __init__(self, predictor: Predictor, limits: Limits, key_digests: Sequence[str] | None = None,
                  infer: InferFn | None = None) -> None:
+        if isinstance(key_digests, str):
+            raise TypeError("key_digests is a sequence of digests, not one string")
         self.predictor = predictor
         self.limits = limits
-        self.key_digest = key_digest
+        self.key_digests = tuple(key_digests) if key_digests is not None else None
         self._infer = infer or self._infer_unbatched
 
     @property
@@ -39,7 +41,7 @@ class ModelService:
         return self.predictor.card
 
     def authorized(self, header: str | None) -> bool:
-        return authorized(header, self.key_digest)
+        return authorized(header, self.key_digests)
 
     def model_info(self) -> dict[str, Any]:
         """Public facts from the model card (GET /v1/model)."""

@@ -90,17 +90,21 @@ def serve(
     model: Annotated[str, typer.Argument(help="Registry entry <registry>/<name> or <registry>/<name>/<version>.")],
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
-    api_key_env: Annotated[Optional[str], typer.Option(help="Env var holding the API key; '' disables auth.")] = "VOXRAY_API_KEY",
+    api_key_env: Annotated[str, typer.Option(help="Env var holding the API key (k1,k2 for rotation).")] = "VOXRAY_API_KEY",
+    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="Serve without a key (loopback --host only).")] = False,
     max_batch_size: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = 4,
     gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per replica (bf16).")] = False,
 ) -> None:
     """Serve a registry model over HTTP (a shortcut for a `kind: serve` job); Ctrl-C stops."""
     from voxray.platform.specs.loader import validate_job
     from voxray.platform.stages import run_job
+    from voxray.serving.auth import server_digests
 
     job = validate_job({"kind": "serve", "name": "voxray-serve", "serve": {
-        "model": model, "host": host, "port": port, "api_key_env": api_key_env or None,
+        "model": model, "host": host, "port": port, "api_key_env": None if allow_anonymous else api_key_env,
+        "allow_anonymous": allow_anonymous,
         "max_batch_size": max_batch_size, "use_gpu": gpu}}, source="voxray serve", base_dir=Path.cwd())
+    server_digests(job.serve.api_key_env, job.serve.allow_anonymous, host)  # before Ray starts: fail fast
     res = run_job(job)
     if res.summary:
         _output.table([{"item": k, "value": v} for k, v in res.summary.items()], title="serve summary")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from voxray.platform.paths import is_loopback_host
 from voxray.platform.specs.common import ArtifactPath, StrictModel
 
 
@@ -54,7 +55,27 @@ class ServeSpec(StrictModel):
     sw_overlap: float = Field(default=0.25, ge=0, lt=1)
     """Sliding-window overlap at inference."""
     api_key_env: str | None = "VOXRAY_API_KEY"
-    """Env var holding the bearer API key; null disables auth (only sensible on loopback)."""
+    """Env var holding the bearer API key (several comma-separated keys allow rotation); null = no key, which
+    needs `allow_anonymous: true` and a loopback host."""
+    allow_anonymous: bool = False
+    """Serve without an API key (with `api_key_env: null`); refused unless `host` is loopback, and always refused
+    by the RayService builder, whose bind address is not in the spec."""
+    public_docs: bool = False
+    """`/docs` and `/openapi.json` answer without the key (by default they need it, like every route except
+    `/healthz` and a detail-free `/readyz`)."""
     limits: LimitsSpec = LimitsSpec()
     blocking: bool = True
     """`voxray run` waits (Ctrl-C stops serving); false returns once the app is up (pipelines, demos)."""
+
+    @model_validator(mode="after")
+    def _auth_explicit(self) -> "ServeSpec":
+        if self.api_key_env is None and not self.allow_anonymous:
+            raise ValueError("api_key_env is null but allow_anonymous is false: name an env var holding the API key, "
+                             "or set allow_anonymous: true (loopback host only)")
+        if self.allow_anonymous and self.api_key_env is not None:
+            raise ValueError(f"allow_anonymous: true with api_key_env {self.api_key_env!r}: set api_key_env: null to "
+                             "serve without a key, or drop allow_anonymous")
+        if self.allow_anonymous and not is_loopback_host(self.host):
+            raise ValueError(f"allow_anonymous: true needs a loopback host (127.0.0.1, ::1, localhost), not "
+                             f"{self.host!r}: anyone who can reach it could use the model without a key")
+        return self

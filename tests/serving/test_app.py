@@ -29,7 +29,7 @@ def predictor(tiny_model):
 @pytest.fixture(scope="module")
 def client(predictor):
     service = ModelService(predictor, Limits(max_upload_bytes=300_000, max_voxels=40**3, max_dim=64),
-                           key_digest(KEY))
+                           [key_digest(KEY)])
     with TestClient(build_app(service)) as c:
         yield c
 
@@ -76,8 +76,8 @@ def test_auth_required(client, images):
     assert info["channels"] == CHANNELS and info["labels"] == {"0": "background", "1": "edema", "2": "tumour"}
     assert info["metrics"] == {"val/dice_mean": 0.5} and info["name"] == "tiny"
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
-    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/readyz").json() == {"status": "ready"}
+    assert "/v1/predict" in client.get("/openapi.json", headers=AUTH).json()["paths"]
 
 
 def test_bad_requests(client, images):

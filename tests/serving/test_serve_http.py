@@ -77,7 +77,8 @@ def test_auth_before_work(server, images):
     assert http.post("/v1/predict", headers={"Authorization": "Bearer wrong"}, files=_files(images)).status_code == 401
     assert http.get("/v1/model").status_code == 401
     assert http.get("/healthz").json() == {"status": "ok"} and http.get("/readyz").status_code == 200
-    assert http.get("/docs").status_code == 200
+    assert http.get("/docs").status_code == 401 and http.get("/docs", headers=AUTH).status_code == 200
+    assert http.get("/readyz").json() == {"status": "ready"}
 
 
 def test_predict_equals_in_process(server, images, tiny_model, tmp_path):
@@ -129,6 +130,7 @@ def _huge_header() -> bytes:
     hdr = nib.Nifti1Header()
     hdr.set_data_shape((4000, 4000, 4000))
     hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352  # a bare header says 0, which a single-file NIfTI may not
     z = zlib.compressobj(wbits=31)
     return z.compress(hdr.binaryblock + b"\0" * 4) + z.compress(b"\0" * (4 * 2**20)) + z.flush()
 
