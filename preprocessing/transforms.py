@@ -42,6 +42,12 @@ class TransformConfig:
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ValueError(f"spacing {self.spacing!r} must be three positive numbers (x, y, z)")
 
+    @property
+    def masks_background(self) -> bool:
+        """Whether zero voxels mean "outside the body" (skull-stripped / masked scans, `zscore_nonzero`): models
+        trained on such a store predict background there (`tasks.restrict_to_nonzero`), in validation and serving."""
+        return self.normalize == "zscore_nonzero"
+
     @classmethod
     def from_spec(cls, spec: Any) -> "TransformConfig":
         """From a `PreprocessSpec` (or anything with its field names)."""

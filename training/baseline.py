@@ -112,11 +112,12 @@ def baseline_metrics(baseline: VoxelBaseline, cases: Iterable[tuple[torch.Tensor
     from voxray.training.metrics import MetricAccumulator, case_metrics
 
     names = tasks.output_names(task, meta)
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(prefix="baseline/")
     with torch.no_grad():
         for image, label, spacing in cases:
+            image = torch.as_tensor(image)
             logits = baseline(image[None])[0]
             if restrict:
                 logits = tasks.restrict_to_nonzero(logits, image, task)
             acc.add(case_metrics(logits, tasks.encode_target(label, task, meta), task, names, spacing))
-    return {k.replace("val/", "baseline/", 1): v for k, v in acc.aggregate().items()}
+    return acc.aggregate()

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from voxray.platform.specs.train import TrainSpec
 from voxray.training import tasks
 from voxray.training.checkpoint import load_state
+from voxray.training.validation import masks_background
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: 
             "labels": {int(k): v for k, v in (meta.get("labels") or {}).items()},
             "label_encoding": meta.get("label_encoding", "index"), "regions": meta.get("regions"),
             "slice_axis": meta.get("slice_axis"), "preprocess": store.attrs.get("transform"),
+            "restrict_to_nonzero": masks_background(store),
             "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
             "source": dict(source)}
 

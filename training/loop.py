@@ -31,7 +31,7 @@ from voxray.training.data import PatchBatches, channel_indices, load_or_make_spl
 from voxray.training.losses import build_loss
 from voxray.training.schedules import build_scheduler
 from voxray.training.tracking import Tracker
-from voxray.training.validation import validate
+from voxray.training.validation import validate, validate_baseline
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,10 @@ def _run_validation(env, step, tracker, progress) -> dict[str, float]:
                            channels=env["chans"], device=env["device"], step=step,
                            overlay_dir=env["run_dir"] / "overlays", tracker=tracker,
                            on_case=lambda done, total: tracker.validation_progress(step, done, total))
+        if "baseline" not in progress:  # once per run: the non-learned reference beside every val/dice
+            progress["baseline"] = validate_baseline(env["store"], env["split"]["train"], env["split"]["val"], spec,
+                                                     env["meta"], channels=env["chans"])
+        metrics.update(progress["baseline"])
         tracker.log(step, metrics)
         tracker.plot()
         value = metrics.get(spec.checkpoint.metric)

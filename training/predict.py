@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from voxray.platform.errors import DataError
+from voxray.training import tasks
 from voxray.training.channels import match_channels
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ class Predictor:
             else:
                 for i, logits in zip(idx, self._stacked(torch.stack([images[i] for i in idx]))):
                     out[i] = logits
+        if self.card.get("restrict_to_nonzero"):  # background outside the body, as in validation (see the card)
+            out = [tasks.restrict_to_nonzero(lg, img, self.card["task"]) for lg, img in zip(out, images)]
         return out  # type: ignore[return-value]
 
     def _one(self, image: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,8 @@ CARD = "model.yaml"
 REQUIRED_KEYS = ("model", "spatial_dims", "patch", "in_channels", "channels", "out_channels", "task")
 """Card keys the exporter must supply; name, version and created are filled in here."""
 CARD_KEYS = ("name", "version", "created", "model", "spatial_dims", "patch", "in_channels", "channels",
-             "out_channels", "task", "labels", "label_encoding", "regions", "slice_axis", "preprocess", "metrics",
-             "source")
+             "out_channels", "task", "labels", "label_encoding", "regions", "slice_axis", "preprocess",
+             "restrict_to_nonzero", "metrics", "source")
 
 
 class ModelNotFound(VoxrayError):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from voxray.platform.errors import DataError, JobFailed, SpecError
+from voxray.platform.specs.env import interpolate, redact
 from voxray.platform.specs.loader import dump_job, write_resolved
 from voxray.platform.stages import StageResult
 from voxray.training import tasks
@@ -95,7 +96,8 @@ def _finished(run_dir: Path, resolved: str) -> StageResult | None:
     if done.get("resolved") != resolved:
         return None
     log.info("%s already finished (same spec): not retraining", run_dir)
-    return StageResult("train", summary=done["summary"], tables=[("validation", done["table"])],
+    summary = interpolate(done["summary"], str(path), unset=lambda name: f"${{{name}}}")  # written redacted
+    return StageResult("train", summary=summary, tables=[("validation", done["table"])],
                        message=None)
 
 
@@ -139,7 +141,7 @@ def run_train(job: Any) -> StageResult:
                                               "step": int(metrics.get("step", 0))})
         summary = {"run_dir": str(run_dir), "model": str(model_dir), **summary}
     table = [{"metric": k, "value": round(v, 4)} for k, v in sorted(val.items())]
-    (run_dir / RESULT_FILE).write_text(json.dumps({"resolved": resolved, "summary": summary, "table": table},
+    (run_dir / RESULT_FILE).write_text(json.dumps(redact({"resolved": resolved, "summary": summary, "table": table}),
                                                   indent=1))
     title = {"split": "validation", "train_cases": "validation ON THE TRAINING CASES", "none": "no validation"}
     return StageResult("train", summary=summary, tables=[(title[spec.validation.mode], table)])

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from voxray.platform.specs.env import redact
 from voxray.training.progress import progress_interval
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Tracker:
         run = mlflow.start_run(run_id=run_id, run_name=self.run_dir.name)
         if run_id is None:
             id_file.write_text(run.info.run_id)
-            flat = {k: str(v)[:500] for k, v in flatten(params).items()}
+            flat = {k: redact(str(v))[:500] for k, v in flatten(params).items()}
             mlflow.log_params(flat)
         self.mlflow = mlflow
         self.run_id = run.info.run_id

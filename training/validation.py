@@ -18,7 +18,10 @@ from voxray.training.metrics import MetricAccumulator, case_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["validate", "load_case", "OVERLAY_CASES", "ON_TRAINING_DATA"]
+__all__ = ["validate", "validate_baseline", "load_case", "masks_background", "OVERLAY_CASES", "ON_TRAINING_DATA"]
+
+BASELINE_FIT_CASES = 24
+"""Training cases the per-voxel baseline is fitted on at most (voxels are subsampled per case too)."""
 
 ON_TRAINING_DATA = "validation_on_training_data"
 """Metric set to 1.0 when `val/...` figures come from the training cases (`validation.mode: train_cases`)."""
@@ -36,6 +39,30 @@ def load_case(store: Any, case_id: str, channels: Sequence[int] | None) -> tuple
     if label is None:  # an all-background stand-in would score a model on labels nobody drew
         raise DataError(f"case {case_id!r} has no label; validation uses labelled cases only")
     return torch.from_numpy(image), np.asarray(label[...])
+
+
+def masks_background(store: Any) -> bool:
+    """Whether the store's transform makes zero voxels "outside the body" (see `TransformConfig.masks_background`)."""
+    from voxray.preprocessing.transforms import TransformConfig
+
+    return TransformConfig.from_dict(dict((getattr(store, "attrs", None) or {}).get("transform") or {})).masks_background
+
+
+def validate_baseline(store: Any, train_ids: Sequence[str], val_ids: Sequence[str], spec: TrainSpec,
+                      meta: Mapping[str, Any], *, channels: Sequence[int] | None) -> dict[str, float]:
+    """`baseline/...` metrics: the per-voxel baseline fitted on (up to BASELINE_FIT_CASES) training cases and
+    scored on the same validation cases as the model, so every `val/dice_*` has its non-learned reference."""
+    from voxray.training.baseline import baseline_metrics, fit_baseline
+
+    fit_ids = list(train_ids)[:BASELINE_FIT_CASES] or list(val_ids)
+    baseline = fit_baseline(((img.numpy(), lab) for img, lab in (load_case(store, c, channels) for c in fit_ids)),
+                            spec.task, meta, seed=spec.seed)
+    cases = list(val_ids)[: spec.validation.max_cases or None]
+    scored = ((*load_case(store, c, channels), store.case_attrs(c).get("spacing") or [1.0] * 3) for c in cases)
+    metrics = baseline_metrics(baseline, scored, spec.task, meta, restrict=masks_background(store))
+    log.info("per-voxel baseline on %d validation cases: %s", len(cases),
+             {k: round(v, 4) for k, v in metrics.items() if "dice" in k})
+    return metrics
 
 
 def _overlay(image: torch.Tensor, label: np.ndarray, pred: np.ndarray, out: Path, title: str) -> Path:
@@ -60,6 +87,7 @@ def validate(model: nn.Module, store: Any, case_ids: Sequence[str], spec: TrainS
     cases = list(case_ids)[: spec.validation.max_cases or None]
     acc = MetricAccumulator()
     amp = device.type == "cuda" and spec.precision in ("bf16", "auto")
+    restrict = masks_background(store)
     for i, case in enumerate(cases):
         if on_case is not None:
             on_case(i, len(cases))
@@ -67,6 +95,8 @@ def validate(model: nn.Module, store: Any, case_ids: Sequence[str], spec: TrainS
         logits = sliding_window_predict(model, image, spec.patch, spec.validation.overlap, mode="gaussian",
                                         sw_batch_size=spec.batch_size if len(spec.patch) == 3 else 8,
                                         device=device, amp=amp).cpu()
+        if restrict:
+            logits = tasks.restrict_to_nonzero(logits, image, spec.task)
         target = tasks.encode_target(label, spec.task, meta)
         spacing = store.case_attrs(case).get("spacing") or [1.0] * 3
         acc.add(case_metrics(logits, target, spec.task, names, spacing))

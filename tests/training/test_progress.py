@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 
 import voxray.training.loop as loop
 from voxray.platform.specs.train import TrainSpec
@@ -45,6 +46,13 @@ def test_lines_are_spaced_by_the_interval(tmp_path):
 def test_non_tty_training_run_prints_progress_lines_while_it_trains(tmp_path, monkeypatch):
     monkeypatch.setenv(INTERVAL_ENV, "0")
     monkeypatch.setattr(loop, "open_store", lambda uri: make_fake_store(3, shape=(16, 16, 16)))
+    real_step = loop.train_step
+
+    def slow_step(*args, **kwargs):  # steps longer than the 0.05 s poll, as real steps are: a line per step
+        time.sleep(0.15)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", slow_step)
     spec = TrainSpec(store="unused", task="brats_regions", patch=[16, 16, 16], batch_size=1, steps=12,
                      model={"name": "unet", "channels": [8, 16], "num_res_units": 1}, schedule={"name": "constant"},
                      validation={"every": 6, "folds": 3, "max_cases": 1}, checkpoint={"every": 12},
