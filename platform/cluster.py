@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 ENTRY_MODULE = "voxray.platform.cli.app"
 META_PREFIX = "voxray."
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -118,17 +117,18 @@ def env_values(names: list[str]) -> dict[str, str]:
 
 def _validate_for_cluster(job_path: Path, overrides: list[str]) -> tuple[Any, dict]:
     """Validate the spec as the cluster will see it; `${VAR}`s unset here may be set there, so they get a placeholder."""
+    from voxray.platform.specs.env import interpolate
     from voxray.platform.specs.loader import apply_overrides, validate_job
 
     if not job_path.is_file():
         raise SpecError(str(job_path), ["file not found"], hint="check the path; example jobs live in examples/jobs/")
-    text = _ENV_REF.sub(lambda m: os.environ.get(m.group(1), f"voxray-env-{m.group(1)}"), job_path.read_text())
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.safe_load(job_path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(str(job_path), [f"not valid YAML ({exc})"]) from None
     if not isinstance(raw, dict):
         raise SpecError(str(job_path), ["(top level): expected a mapping with `kind:` and `name:`"])
+    raw = interpolate(raw, str(job_path), unset=lambda name: f"voxray-env-{name}")
     raw = apply_overrides(raw, overrides, str(job_path)) if overrides else raw
     job = validate_job(raw, source=str(job_path), base_dir=job_path.resolve().parent)
     return job, raw

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from voxray.platform.errors import VoxrayError
 from voxray.platform.specs.common import RaySpec
+from voxray.platform.specs.env import runtime_env_vars
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ def _pinned_dashboard() -> dict:
             "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
 
 
+def _with_env_vars(runtime_env: dict | None, env_vars: dict[str, str]) -> dict | None:
+    """`runtime_env` plus `env_vars` (the secret names workers must redact), without changing the caller's dict."""
+    if not env_vars:
+        return runtime_env
+    merged = dict(runtime_env or {})
+    merged["env_vars"] = {**(merged.get("env_vars") or {}), **env_vars}
+    return merged
+
+
 @contextmanager
 def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iterator[RayInfo]:
     """Start an embedded Ray (spec.address null) or connect to `address`/`spec.address`; reuse one already up.
@@ -61,6 +71,7 @@ def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iter
                 kwargs.update(_pinned_dashboard())
         else:
             kwargs.update(address=target, runtime_env=spec.runtime_env)
+        kwargs["runtime_env"] = _with_env_vars(kwargs.get("runtime_env"), runtime_env_vars())
         try:
             ctx = ray.init(**kwargs)
         except ConnectionError as exc:

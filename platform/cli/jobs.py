@@ -66,15 +66,16 @@ def schema(
 def run(job_path: JobArg, set_: SetOpt = None, address: AddressOpt = None) -> None:
     """Run a job (any kind) on an embedded local Ray, or on a cluster with --address."""
     from voxray.platform.specs import load_job
+    from voxray.platform.specs.env import redact
     from voxray.platform.stages import run_job
 
     job = load_job(job_path, set_)
     _output.result(f"running [bold]{job.kind}[/] job [bold]{job.name}[/] from {job_path}")
     res = run_job(job, address=address)
-    for title, rows in res.tables:
+    for title, rows in redact(res.tables):
         _output.table(rows, title=title)
     if res.summary:
-        _output.table([{"item": k, "value": v} for k, v in res.summary.items()], title=f"{job.kind} summary")
+        _output.table([{"item": k, "value": v} for k, v in redact(res.summary).items()], title=f"{job.kind} summary")
     if not res.ok:
         raise JobFailed(res.message or f"{job.kind} job {job.name!r} did not succeed")
 

@@ -3,8 +3,6 @@ and errors as one line per problem naming the dotted YAML path and the bad value
 
 from __future__ import annotations
 
-import os
-import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,27 +11,13 @@ import yaml
 from pydantic import ValidationError
 
 from voxray.platform.errors import SpecError
+from voxray.platform.specs.env import interpolate, redact
 from voxray.platform.specs.job import JOB_ADAPTER, KINDS, JobSpec
 from voxray.platform.specs.models import ModelSpec
 
 _MODEL_TAGS = {name for cls in typing.get_args(typing.get_args(ModelSpec)[0])
                for name in typing.get_args(cls.model_fields["name"].annotation)}
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RESOLVED_NAME = "job.resolved.yaml"
-
-
-def _interpolate(value: Any, source: str, path: str = "") -> Any:
-    """Replace `${NAME}` in strings by environment variables (meant for secrets); unset → SpecError."""
-    if isinstance(value, dict):
-        return {k: _interpolate(v, source, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, source, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, str):
-        missing = [m for m in _ENV.findall(value) if m not in os.environ]
-        if missing:
-            raise SpecError(source, [f"{path}: environment variable ${{{missing[0]}}} is not set"])
-        return _ENV.sub(lambda m: os.environ[m.group(1)], value)
-    return value
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
@@ -119,7 +103,7 @@ def load_job_dict(path: str | Path, overrides: list[str] | None = None) -> dict:
         raise SpecError(str(path), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
     if not isinstance(data, dict):
         raise SpecError(str(path), ["(top level): expected a mapping with `kind:` and `name:`"])
-    data = _interpolate(data, str(path))
+    data = interpolate(data, str(path))
     return apply_overrides(data, overrides or [], str(path)) if overrides else data
 
 
@@ -130,9 +114,10 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
 
 
 def dump_job(job: JobSpec) -> str:
-    """The resolved spec as YAML (absolute paths, defaults filled in) — written next to every artefact."""
-    header = "# resolved by voxray: every default filled in, paths absolute\n"
-    return header + yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False)
+    """The resolved spec as YAML (absolute paths, defaults filled in) — written next to every artefact, so every
+    `${VAR}` value is written back as `${VAR}` (see specs/env.py)."""
+    header = "# resolved by voxray: every default filled in, paths absolute, ${VAR}s kept as written\n"
+    return header + yaml.safe_dump(redact(job.model_dump(mode="json")), sort_keys=False)
 
 
 def write_resolved(job: JobSpec, directory: str | Path, name: str = RESOLVED_NAME) -> Path:
