@@ -22,6 +22,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from voxray.serving.admission import RETRY_AFTER_S, upload_bytes
 from voxray.serving.service import ModelService
 from voxray.serving.stats import mask_summary
 from voxray.serving.validation import UploadError, bounded_stream, check_content_length
@@ -50,7 +51,8 @@ _UPLOAD_DOC = {
 
 
 def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=_UNAUTHORIZED if status == 401 else None)
+    headers = _UNAUTHORIZED if status == 401 else {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 class BearerAuth:
@@ -134,16 +136,23 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
     @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
     async def predict(request: Request, format: Literal["nifti", "json"] = Query("nifti")) -> Response:
         """Segment the uploaded volume; the mask comes back on the input's grid (shape and affine)."""
+        held = service.budget.hold()  # memory admission: reserve before reading, then before decoding
         try:
+            length = request.headers.get("content-length")
+            check_content_length(length, service.limits)
+            held.resize(upload_bytes(length, service.limits), "the upload")
             files = await read_files(request, service)
+            held.resize(await asyncio.to_thread(service.request_cost, files))
             mask, like = await service.segment(files)
+            if format == "json":
+                return JSONResponse(mask_summary(mask, like.affine, service.card) | {
+                    "model": service.card.get("name"), "version": service.card.get("version")})
+            body = await asyncio.to_thread(service.mask_bytes, mask, like)
         except UploadError as exc:
             log.info("refused request: %s %s", exc.status, exc)
             return _error(exc.status, str(exc))
-        if format == "json":
-            return JSONResponse(mask_summary(mask, like.affine, service.card) | {
-                "model": service.card.get("name"), "version": service.card.get("version")})
-        body = await asyncio.to_thread(service.mask_bytes, mask, like)
+        finally:
+            held.release()
         return Response(body, media_type="application/gzip",
                         headers={"Content-Disposition": 'attachment; filename="mask.nii.gz"'})
 

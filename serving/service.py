@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from voxray.serving.admission import MemoryBudget, decode_cost
 from voxray.serving.auth import authorized
 from voxray.serving.validation import Limits, UploadError, decode_nifti
 from voxray.training.channels import ChannelMismatch, canonical
@@ -34,6 +35,7 @@ class ModelService:
         self.predictor = predictor
         self.limits = limits
         self.key_digests = tuple(key_digests) if key_digests is not None else None
+        self.budget = MemoryBudget(limits.max_inflight_bytes)
         self._infer = infer or self._infer_unbatched
 
     @property
@@ -49,6 +51,10 @@ class ModelService:
         return {k: c.get(k) for k in ("name", "version", "created", "channels", "labels", "label_encoding",
                                       "regions", "task", "spatial_dims", "patch", "metrics")} | {
             "architecture": (c.get("model") or {}).get("name")}
+
+    def request_cost(self, files: Mapping[str, bytes]) -> int:
+        """Estimated peak bytes of serving `files`, from their headers (see admission.decode_cost)."""
+        return decode_cost(files, self.limits, int(self.card.get("out_channels") or 1))
 
     def is_single_image(self, names: list[str]) -> bool:
         """One upload that does not name a channel (or a one-channel model) is a 4D (or 3D) image."""

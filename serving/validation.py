@@ -55,11 +55,13 @@ class Limits:
     max_voxels: int = 256**3
     max_dim: int = 1024
     max_channels: int = 16
+    max_inflight_bytes: int = 2 * 2**30
+    """Estimated peak memory all of a replica's requests may hold at once (serving/admission.py)."""
 
     @classmethod
     def from_spec(cls, spec: object) -> "Limits":
         return cls(max_upload_bytes=int(spec.max_upload_mb * 2**20), max_voxels=int(spec.max_voxels),  # type: ignore[attr-defined]
-                   max_dim=int(spec.max_dim))  # type: ignore[attr-defined]
+                   max_dim=int(spec.max_dim), max_inflight_bytes=int(spec.max_inflight_mb * 2**20))  # type: ignore[attr-defined]
 
 
 def check_content_length(value: str | None, limits: Limits) -> None:

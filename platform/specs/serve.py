@@ -30,6 +30,17 @@ class LimitsSpec(StrictModel):
     """Largest decoded volume in voxels per channel (413 past it; also stops gzip bombs)."""
     max_dim: int = Field(default=1024, ge=1)
     """Largest size of any one image axis."""
+    max_inflight_mb: float = Field(default=2048, gt=0)
+    """Estimated peak memory (uploads, inflated NIfTI, float32 copies, logits) all requests of one replica may hold
+    at once; a request that does not fit gets 503 + Retry-After, one that alone exceeds it 413. Size it to the
+    replica's memory minus the model's."""
+
+    @model_validator(mode="after")
+    def _upload_fits(self) -> "LimitsSpec":
+        if self.max_upload_mb > self.max_inflight_mb:
+            raise ValueError(f"max_upload_mb {self.max_upload_mb} exceeds max_inflight_mb {self.max_inflight_mb}: "
+                             "an upload at the limit could never be admitted")
+        return self
 
 
 class ServeSpec(StrictModel):
