@@ -11,6 +11,7 @@ from voxray.platform.specs.loader import RESOLVED_NAME, dump_job
 from voxray.platform.stages import StageResult
 from voxray.preprocessing.cases import ConvertSettings, plan, spec_hash
 from voxray.preprocessing.convert import convert_dataset
+from voxray.preprocessing.datasets.base import unique_ids
 from voxray.preprocessing.store.fs import StoreFiles
 from voxray.preprocessing.store.manifest import read_rows
 from voxray.preprocessing.store.writer import WriteOptions
@@ -45,7 +46,7 @@ def _table(rows: list[dict], reused: set[str]) -> list[dict]:
 
 def discover(spec: Any, adapter: Any) -> list:
     """The cases to convert: discovered, sorted by id, cut to `max_cases`; DataError when there are none."""
-    cases = sorted(adapter.discover(spec.dataset.root), key=lambda c: c.case_id)
+    cases = sorted(unique_ids(adapter.discover(spec.dataset.root)), key=lambda c: c.case_id)
     if spec.max_cases:
         cases = cases[: spec.max_cases]
     if not cases:

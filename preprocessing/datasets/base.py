@@ -21,6 +21,9 @@ from voxray.platform.errors import DataError
 
 log = logging.getLogger(__name__)
 
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_CASE_ID = 128
+
 Split = Literal["train", "test", "all"]
 SPLITS: tuple[str, ...] = ("train", "test", "all")
 LabelEncoding = Literal["index", "bitmask"]
@@ -35,6 +38,14 @@ class Case:
     label: Path | tuple[Path, ...] | None
     meta: dict = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The one case-id rule, applied here so every adapter (and every future one) gets it.
+        files = self.files()
+        safe = safe_case_id(self.case_id, files[0] if files else self.meta.get("problem_file", "?"))
+        if safe != self.case_id:
+            object.__setattr__(self, "meta", {**self.meta, "source_case_id": self.case_id})
+            object.__setattr__(self, "case_id", safe)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +80,38 @@ class Volume:
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size along the three voxel axes in mm (column norms of the affine)."""
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def safe_case_id(raw: str, source: str | Path) -> str:
+    """The case-id rule. Ids name store nodes and row files (`cases/<id>`, `_rows/<id>.json`, `fg/<id>`), so an id is
+    one path segment of letters, digits, `.`, `_`, `-` that starts with a letter or digit: runs of other characters
+    (`/`, spaces, `:`…) become `_`, leading `._-` go. An id with nothing left, or longer than MAX_CASE_ID, is a
+    DataError naming `source`, the file it came from."""
+    safe = _UNSAFE_ID.sub("_", str(raw)).lstrip("._-")
+    if not safe:
+        raise DataError(f"{source}: case id {raw!r} has no ASCII letter or digit to keep, so it cannot name a store entry",
+                        hint="change case_id_regex (or the file/folder name) so the id is a name such as 'case_001'")
+    if len(safe) > MAX_CASE_ID:
+        raise DataError(f"{source}: case id {raw!r} is {len(safe)} characters long; at most {MAX_CASE_ID} are allowed",
+                        hint="change case_id_regex to capture a shorter part of the path")
+    return safe
+
+
+def unique_ids(cases: list[Case]) -> list[Case]:
+    """`cases`, or a DataError naming both sources when two cases share an id (e.g. `a/b` and `a_b` once made
+    safe): one would overwrite the other in the store."""
+    seen: dict[str, Case] = {}
+    for case in cases:
+        other = seen.setdefault(case.case_id, case)
+        if other is not case:
+            raise DataError(f"two cases have the id {case.case_id!r} (from {_source(other)} and {_source(case)}); "
+                            "case ids must be unique", hint="change case_id_regex or rename one of them")
+    return cases
+
+
+def _source(case: Case) -> str:
+    files = case.files()
+    return str(files[0]) if files else repr(case.meta.get("source_case_id", case.case_id))
 
 
 class CaseError(DataError):

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from voxray.platform.errors import DataError
-from voxray.preprocessing.datasets.base import Case, DatasetAdapter, Split, Volume, no_cases, require_dir, visible
+from voxray.preprocessing.datasets.base import (Case, DatasetAdapter, Split, Volume, no_cases, require_dir,
+                                                safe_case_id, visible)
 from voxray.preprocessing.datasets.nifti_io import label_on_grid, stack_channels
 
 
@@ -45,11 +46,13 @@ class NiftiPairsAdapter(DatasetAdapter):
     def _case_id(self, root: Path, path: Path) -> str:
         rel = path.relative_to(root).as_posix()
         if self.case_id_regex is None:
-            return path.parent.name if path.parent != root else re.sub(r"\.nii(\.gz)?$", "", path.name)
-        match = self.case_id_regex.search(rel)
-        if match is None:
-            raise DataError(f"case_id_regex {self.case_id_regex.pattern!r} does not match {rel} (under {root})")
-        return match.group(1)
+            raw = path.parent.name if path.parent != root else re.sub(r"\.nii(\.gz)?$", "", path.name)
+        else:
+            match = self.case_id_regex.search(rel)
+            if match is None:
+                raise DataError(f"case_id_regex {self.case_id_regex.pattern!r} does not match {rel} (under {root})")
+            raw = match.group(1)
+        return safe_case_id(raw, path)  # made safe before indexing, so ids that collide once safe are caught
 
     def _index(self, root: Path, pattern: str) -> dict[str, Path]:
         out: dict[str, Path] = {}
