@@ -33,6 +33,6 @@ def build(args: dict[str, Any]) -> Any:
     from voxray.serving.runner import replica_config
 
     auto = spec.autoscaling
-    return build_deployment(replica_config(spec, host=None), min_replicas=auto.min_replicas, max_replicas=auto.max_replicas,
-                            target_ongoing_requests=auto.target_ongoing_requests,
+    return build_deployment(replica_config(spec, host=None), min_replicas=auto.min_replicas,
+                            max_replicas=auto.max_replicas, target_ongoing_requests=auto.target_ongoing_requests,
                             max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus)

@@ -17,7 +17,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import numpy as np
 
@@ -59,9 +59,10 @@ class Limits:
     """Estimated peak memory all of a replica's requests may hold at once (serving/admission.py)."""
 
     @classmethod
-    def from_spec(cls, spec: object) -> "Limits":
-        return cls(max_upload_bytes=int(spec.max_upload_mb * 2**20), max_voxels=int(spec.max_voxels),  # type: ignore[attr-defined]
-                   max_dim=int(spec.max_dim), max_inflight_bytes=int(spec.max_inflight_mb * 2**20))  # type: ignore[attr-defined]
+    def from_spec(cls, spec: Any) -> "Limits":
+        """From a `serve.limits` section (`LimitsSpec`), MiB turned into bytes."""
+        return cls(max_upload_bytes=int(spec.max_upload_mb * 2**20), max_voxels=int(spec.max_voxels),
+                   max_dim=int(spec.max_dim), max_inflight_bytes=int(spec.max_inflight_mb * 2**20))
 
 
 def check_content_length(value: str | None, limits: Limits) -> None:

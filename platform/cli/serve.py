@@ -90,8 +90,10 @@ def serve(
     model: Annotated[str, typer.Argument(help="Registry entry <registry>/<name> or <registry>/<name>/<version>.")],
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
-    api_key_env: Annotated[str, typer.Option(help="Env var holding the API key (k1,k2 for rotation).")] = "VOXRAY_API_KEY",
-    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="Serve without a key (loopback --host only).")] = False,
+    api_key_env: Annotated[str, typer.Option(help="Env var holding the API key (k1,k2 for rotation).")] = (
+        "VOXRAY_API_KEY"),
+    allow_anonymous: Annotated[bool, typer.Option(
+        "--allow-anonymous", help="Serve without a key (loopback --host only).")] = False,
     max_batch_size: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = 4,
     gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per replica (bf16).")] = False,
 ) -> None:

@@ -89,7 +89,8 @@ def safe_case_id(raw: str, source: str | Path) -> str:
     DataError naming `source`, the file it came from."""
     safe = _UNSAFE_ID.sub("_", str(raw)).lstrip("._-")
     if not safe:
-        raise DataError(f"{source}: case id {raw!r} has no ASCII letter or digit to keep, so it cannot name a store entry",
+        raise DataError(f"{source}: case id {raw!r} has no ASCII letter or digit to keep, so it cannot name a store "
+                        "entry",
                         hint="change case_id_regex (or the file/folder name) so the id is a name such as 'case_001'")
     if len(safe) > MAX_CASE_ID:
         raise DataError(f"{source}: case id {raw!r} is {len(safe)} characters long; at most {MAX_CASE_ID} are allowed",
