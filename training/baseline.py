@@ -30,7 +30,7 @@ VOXELS_PER_CASE = 400_000
 """Voxels sampled per training case (all of them for small cases); bounds the fit on large datasets."""
 EPS = 1e-6
 
-__all__ = ["VoxelBaseline", "fit_baseline", "baseline_metrics"]
+__all__ = ["VoxelBaseline", "fit_baseline", "baseline_metrics", "dice_table", "metrics_vs_baseline"]
 
 
 class VoxelBaseline(nn.Module):
@@ -121,3 +121,19 @@ def baseline_metrics(baseline: VoxelBaseline, cases: Iterable[tuple[torch.Tensor
                 logits = tasks.restrict_to_nonzero(logits, image, task)
             acc.add(case_metrics(logits, tasks.encode_target(label, task, meta), task, names, spacing))
     return acc.aggregate()
+
+
+def dice_table(model: Mapping[str, float], baseline: Mapping[str, float], **extra: Any) -> list[dict]:
+    """Rows output → model Dice, baseline Dice and the gain, for outputs both sides have (`mean` last)."""
+    names = [n for n in model if n in baseline and n != "mean"] + (["mean"] if "mean" in model else [])
+    return [{"output": n, "model_dice": round(float(model[n]), 4), "baseline_dice": round(float(baseline[n]), 4),
+             "gain": round(float(model[n]) - float(baseline[n]), 4), **extra} for n in names]
+
+
+def metrics_vs_baseline(metrics: Mapping[str, Any]) -> list[dict]:
+    """`dice_table` of the `val/dice_*` and `baseline/dice_*` figures of one validation (empty when either lacks)."""
+    def pick(prefix: str) -> dict[str, float]:
+        return {k[len(prefix):]: float(v) for k, v in metrics.items()
+                if k.startswith(prefix) and isinstance(v, (int, float))}
+
+    return dice_table(pick("val/dice_"), pick("baseline/dice_"))

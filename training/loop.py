@@ -205,7 +205,8 @@ def _report(env: dict[str, Any], step: int, metrics: dict, progress: dict, with_
     env["reporter"].report(metrics, state, env["rank"])
 
 
-def _run_validation(env, step, tracker, progress) -> dict[str, float]:
+def _run_validation(env, step, tracker, progress, ranks: bool = True) -> dict[str, float]:
+    """Validate on rank 0; `ranks` False (the untrained step-0 look) keeps the figures out of checkpoint ranking."""
     spec = env["spec"]
     metrics: dict[str, float] = {}
     if env["rank"] == 0:
@@ -219,6 +220,8 @@ def _run_validation(env, step, tracker, progress) -> dict[str, float]:
         metrics.update(progress["baseline"])
         tracker.log(step, metrics)
         tracker.plot()
+        if not ranks:
+            return metrics
         value = metrics.get(spec.checkpoint.metric)
         best = progress.get("best")
         if value is not None and np.isfinite(value) and (
@@ -251,6 +254,8 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
     step, t0, metrics = start, time.monotonic(), {}
     since_report: list[float] = []  # losses since the last report: their mean ranks checkpoints without validation
     validating = spec.validation.mode != "none"
+    if validating and spec.validation.at_start and start == 0:
+        _run_validation(env, 0, tracker, progress, ranks=False)
     try:
         while step < spec.steps:
             batches = [next(loader) for _ in range(spec.accumulate)]

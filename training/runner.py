@@ -17,6 +17,7 @@ from voxray.platform.specs.env import interpolate, redact
 from voxray.platform.specs.loader import dump_job, write_resolved
 from voxray.platform.stages import StageResult
 from voxray.training import tasks
+from voxray.training.baseline import metrics_vs_baseline
 from voxray.training.checkpoint import LocalReporter
 from voxray.training.data import channel_indices, check_cases, labelled_cases, load_or_make_split
 from voxray.training.export import export_checkpoint
@@ -97,8 +98,8 @@ def _finished(run_dir: Path, resolved: str) -> StageResult | None:
         return None
     log.info("%s already finished (same spec): not retraining", run_dir)
     summary = interpolate(done["summary"], str(path), unset=lambda name: f"${{{name}}}")  # written redacted
-    return StageResult("train", summary=summary, tables=[("validation", done["table"])],
-                       message=None)
+    return StageResult("train", summary=summary,
+                       tables=_tables("validation", done["table"], done.get("versus_baseline") or []), message=None)
 
 
 def _quality(metrics: dict, mode: str) -> dict[str, float]:
@@ -106,7 +107,7 @@ def _quality(metrics: dict, mode: str) -> dict[str, float]:
     training loss that ranked the checkpoints when nothing was validated."""
     if mode == "none":
         return {"train/loss": float(metrics["train/loss"])} if "train/loss" in metrics else {}
-    val = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k != NAN_KEY}
+    val = {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "baseline/")) and k != NAN_KEY}
     if mode == "train_cases":
         val[ON_TRAINING_DATA] = 1.0
     return val
@@ -140,8 +141,17 @@ def run_train(job: Any) -> StageResult:
                                       source={"job": job.name, "run_dir": str(run_dir),
                                               "step": int(metrics.get("step", 0))})
         summary = {"run_dir": str(run_dir), "model": str(model_dir), **summary}
-    table = [{"metric": k, "value": round(v, 4)} for k, v in sorted(val.items())]
-    (run_dir / RESULT_FILE).write_text(json.dumps(redact({"resolved": resolved, "summary": summary, "table": table}),
-                                                  indent=1))
+    table = [{"metric": k, "value": round(v, 4)} for k, v in sorted(val.items()) if not k.startswith("baseline/")]
+    versus = metrics_vs_baseline(val)
+    (run_dir / RESULT_FILE).write_text(json.dumps(redact({"resolved": resolved, "summary": summary, "table": table,
+                                                          "versus_baseline": versus}), indent=1))
     title = {"split": "validation", "train_cases": "validation ON THE TRAINING CASES", "none": "no validation"}
-    return StageResult("train", summary=summary, tables=[(title[spec.validation.mode], table)])
+    return StageResult("train", summary=summary, tables=_tables(title[spec.validation.mode], table, versus))
+
+
+def _tables(title: str, table: list[dict], versus: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The validation table, and Dice beside the per-voxel baseline on the same cases when there is one."""
+    out = [(title, table)]
+    if versus:
+        out.append((f"{title}: Dice vs the per-voxel intensity baseline (same cases)", versus))
+    return out

@@ -18,7 +18,7 @@ from voxray.training.metrics import MetricAccumulator, case_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["validate", "validate_baseline", "load_case", "masks_background", "OVERLAY_CASES", "ON_TRAINING_DATA"]
+__all__ = ["validate", "validate_baseline", "fit_store_baseline", "load_case", "masks_background", "OVERLAY_CASES", "ON_TRAINING_DATA"]
 
 BASELINE_FIT_CASES = 24
 """Training cases the per-voxel baseline is fitted on at most (voxels are subsampled per case too)."""
@@ -48,15 +48,23 @@ def masks_background(store: Any) -> bool:
     return TransformConfig.from_dict(dict((getattr(store, "attrs", None) or {}).get("transform") or {})).masks_background
 
 
+def fit_store_baseline(store: Any, case_ids: Sequence[str], task: str, meta: Mapping[str, Any], *,
+                       channels: Sequence[int] | None = None, seed: int = 0) -> Any:
+    """The per-voxel baseline (`training.baseline`) fitted on up to BASELINE_FIT_CASES of the store's cases."""
+    from voxray.training.baseline import fit_baseline
+
+    cases = (load_case(store, c, channels) for c in list(case_ids)[:BASELINE_FIT_CASES])
+    return fit_baseline(((img.numpy(), lab) for img, lab in cases), task, meta, seed=seed)
+
+
 def validate_baseline(store: Any, train_ids: Sequence[str], val_ids: Sequence[str], spec: TrainSpec,
                       meta: Mapping[str, Any], *, channels: Sequence[int] | None) -> dict[str, float]:
     """`baseline/...` metrics: the per-voxel baseline fitted on (up to BASELINE_FIT_CASES) training cases and
     scored on the same validation cases as the model, so every `val/dice_*` has its non-learned reference."""
-    from voxray.training.baseline import baseline_metrics, fit_baseline
+    from voxray.training.baseline import baseline_metrics
 
-    fit_ids = list(train_ids)[:BASELINE_FIT_CASES] or list(val_ids)
-    baseline = fit_baseline(((img.numpy(), lab) for img, lab in (load_case(store, c, channels) for c in fit_ids)),
-                            spec.task, meta, seed=spec.seed)
+    baseline = fit_store_baseline(store, list(train_ids) or list(val_ids), spec.task, meta, channels=channels,
+                                  seed=spec.seed)
     cases = list(val_ids)[: spec.validation.max_cases or None]
     scored = ((*load_case(store, c, channels), store.case_attrs(c).get("spacing") or [1.0] * 3) for c in cases)
     metrics = baseline_metrics(baseline, scored, spec.task, meta, restrict=masks_background(store))

@@ -13,8 +13,9 @@ from voxray.platform.specs.models import FactorizerSpec, ModelSpec
 class OptimizerSpec(StrictModel):
     name: Literal["adamw", "sgd"] = "adamw"
     """Optimiser."""
-    lr: float = Field(default=1.0e-4, gt=0)
-    """Peak learning rate."""
+    lr: float = Field(default=1.0e-4, ge=0)
+    """Peak learning rate. 0 freezes the weights: a control run that shows what the untrained network scores (the
+    learning tests fail with it, as they must)."""
     weight_decay: float = Field(default=0.01, ge=0)
     """Weight decay (applied to all parameters, as in the Factorizer recipe)."""
     momentum: float = Field(default=0.99, ge=0, lt=1)
@@ -78,6 +79,8 @@ class ValidationSpec(StrictModel):
     """Sliding-window overlap."""
     max_cases: int | None = Field(default=None, ge=1)
     """Validate on at most N cases (null = the whole fold)."""
+    at_start: bool = False
+    """Also validate the untrained network at step 0, so curves (and tests) show what training gained."""
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> "ValidationSpec":

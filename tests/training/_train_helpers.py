@@ -68,3 +68,33 @@ def make_fake_store(n=6, shape=(24, 24, 24), channels=4, unlabelled=0) -> FakeSt
     for i in range(unlabelled):
         cases[f"test{i:02d}"] = (brats_like_case(shape, seed=100 + i, channels=channels)[0], None)
     return FakeStore(cases, {**MSD_META, "channels": MSD_META["channels"][:channels]})
+
+
+def phantom_store(n=6, shape=(40, 40, 32), difficulty=2, seed=0) -> FakeStore:
+    """`n` realistic synthetic MSD-BraTS cases (voxray synth's phantom at `difficulty`), preprocessed as a real store
+    holds them: the data the learning tests train on, which a per-voxel intensity rule cannot solve."""
+    from voxray.preprocessing.datasets import Volume
+    from voxray.preprocessing.synth import msd_brats
+    from voxray.preprocessing.synth.fields import Grid
+    from voxray.preprocessing.synth.phantom import brain_case
+    from voxray.preprocessing.transforms import TransformConfig, preprocess_volume
+
+    grid = Grid(tuple(shape), np.eye(4))
+    cases = {}
+    for i in range(n):
+        images, lesion, _ = brain_case({"t1": grid}, msd_brats.MODALITIES, "t1", np.random.default_rng([seed, i]),
+                                       lesion="glioma", level=difficulty)
+        vol = Volume(image=np.stack([images[m] for m in msd_brats.MODALITIES]), label=lesion, affine=grid.affine,
+                     channels=tuple(msd_brats.MODALITIES))
+        pre = preprocess_volume(vol, TransformConfig())
+        cases[f"case{i:02d}"] = (pre.image, pre.label)
+    return FakeStore(cases, dict(MSD_META))
+
+
+def val_curve(run_dir, name: str = "val/dice_mean") -> dict[int, float]:
+    """{step: value} of one metric from a run's metrics.csv (step 0 = the untrained network with at_start)."""
+    from pathlib import Path
+
+    from voxray.training.tracking import read_metrics
+
+    return {r["step"]: r["value"] for r in read_metrics(Path(run_dir) / "metrics.csv") if r["name"] == name}

@@ -62,7 +62,7 @@ def test_switching_model_name_starts_from_that_models_defaults(base):
 
 @pytest.mark.parametrize("space, needle", [
     ({"train.optimizr.lr": {"choice": [0.1]}}, "train.optimizr no such field"),
-    ({"train.optimizer.lr": {"uniform": [-1, 1]}}, "train.optimizer.lr: Input should be greater than 0"),
+    ({"train.optimizer.lr": {"uniform": [-1, 1]}}, "train.optimizer.lr: Input should be greater than or equal to 0"),
     ({"train.model.depth": {"choice": [2, 9]}}, "train.model.depth=9"),
     ({"train.steps": {"uniform": [1, 10]}}, "train.steps: Input should be a valid integer"),
     ({"train.model.widths": {"choice": [[4, 8]]}}, "train.model.widths: unknown key"),

@@ -55,6 +55,10 @@ def report_sweep(job: TuneJob, space: SearchSpace, root: Path, grid: Any, *, res
                     "best_params": {k: rows[0][k] for k in space.paths}})
     if t.export_best:
         summary["model"] = str(_previous_export(root, best.trial_id) or _export(job, best, root))
+    versus = _versus_baseline(trial_dir(root, best.trial_id), t.metric, t.mode)
+    if versus:
+        result.tables.append((f"best trial {best.trial_id} vs the per-voxel intensity baseline (same cases)", versus))
+        summary["versus_baseline"] = versus
     (root / SUMMARY).write_text(json.dumps(summary, indent=1, default=str))
     return result
 
@@ -75,6 +79,16 @@ def best_checkpoint(run_dir: Path, metric: str, mode: str) -> tuple[Path, dict[s
     return folder, metrics
 
 
+def _versus_baseline(run_dir: Path, metric: str, mode: str) -> list[dict]:
+    """Dice of the best trial's best checkpoint beside the per-voxel baseline scored on the same validation cases."""
+    from voxray.training.baseline import metrics_vs_baseline
+
+    try:
+        return metrics_vs_baseline(best_checkpoint(run_dir, metric, mode)[1])
+    except JobFailed:
+        return []
+
+
 def _export(job: TuneJob, best: TrialOutcome, root: Path) -> Path:
     """Export the best trial's best checkpoint to `<train.registry>/<job name>/<version>`."""
     from voxray.training.export import export_checkpoint
@@ -83,7 +97,7 @@ def _export(job: TuneJob, best: TrialOutcome, root: Path) -> Path:
     spec = trial_job(job, best.params, best.trial_id).train
     run_dir = trial_dir(root, best.trial_id)
     folder, metrics = best_checkpoint(run_dir, job.tune.metric, job.tune.mode)
-    val = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
+    val = {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "baseline/"))}
     source = {"job": job.name, "tune_dir": str(root), "trial": best.trial_id, "run_dir": str(run_dir),
               "step": int(metrics.get("step", 0)), "params": {k: str(v) for k, v in best.params.items()}}
     return export_checkpoint(folder, spec, open_store(spec.store), name=job.name, registry_root=spec.registry,
