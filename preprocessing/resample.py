@@ -7,6 +7,7 @@ inverse coordinate map (an integer upsample followed by the inverse returns a la
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -65,4 +66,102 @@ def resample_grid(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarr
     out = np.empty((arr.shape[0], *shape), dtype=arr.dtype)
     for c in range(arr.shape[0]):
         ndimage.zoom(arr[c], zoom, output=out[c], order=order, mode="nearest", grid_mode=True, prefilter=False)
+    return out
+
+
+ANISOTROPY_THRESHOLD = 3.0
+"""nnU-Net's rule: a grid whose largest spacing exceeds 3× its smallest is resampled slice-wise ("separate z")."""
+SCHEMES = ("linear", "separate_z")
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How the forward chain resamples (the preprocess spec's `resampling`, stored in the transform config).
+
+    linear: images order 1, labels nearest, in 3D (the original voxray behaviour).
+    separate_z (nnU-Net v2): when a case's source or target grid is anisotropic (`low_res_axis`), images are
+    resampled slice-wise with spline order `order` in plane and `order_z` across slices, labels per class (one-hot
+    linear in plane, nearest across); otherwise images order `order` and labels per-class linear in 3D. Thick
+    slices are not blurred into each other and thin in-plane structures keep their edges.
+    """
+
+    scheme: str = "linear"
+    order: int = 3
+    order_z: int = 0
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"resampling scheme {self.scheme!r} is not one of {list(SCHEMES)}")
+        if not 0 <= self.order <= 5 or self.order_z not in (0, 1):
+            raise ValueError(f"resampling order must be 0..5 and order_z 0 or 1, got {self.order}, {self.order_z}")
+        if self.anisotropy_threshold <= 1:
+            raise ValueError(f"anisotropy_threshold must be > 1, got {self.anisotropy_threshold}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == Resampling()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Resampling":
+        data = dict(data or {})
+        unknown = set(data) - {"scheme", "order", "order_z", "anisotropy_threshold"}
+        if unknown:
+            raise ValueError(f"unknown resampling keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def low_res_axis(spacing: Sequence[float], threshold: float = ANISOTROPY_THRESHOLD) -> int | None:
+    """The one axis whose spacing exceeds `threshold` × the smallest, or None (isotropic enough, or two coarse axes
+    such as (0.24, 1.25, 1.25), which nnU-Net also resamples in 3D)."""
+    s = np.asarray(spacing, dtype=float)
+    if s.max() / s.min() <= threshold:
+        return None
+    coarse = np.flatnonzero(np.isclose(s, s.max(), rtol=1e-3))
+    return int(coarse[0]) if coarse.size == 1 else None
+
+
+def _zoom_channel(x: np.ndarray, shape: Sequence[int], order: int, axis: int | None, order_z: int) -> np.ndarray:
+    """One (Z, Y, X) float array onto `shape`: 3D with `order`, or slice-wise (in plane `order`, across `order_z`)."""
+    zoom = [t / s for t, s in zip(shape, x.shape)]
+    spline = dict(mode="nearest", grid_mode=True)
+    if axis is None:
+        return ndimage.zoom(x, zoom, order=order, prefilter=order > 1, **spline)
+    plane = [t for i, t in enumerate(shape) if i != axis]
+    slices = np.moveaxis(x, axis, 0)
+    if plane != list(slices.shape[1:]):
+        pz = [p / s for p, s in zip(plane, slices.shape[1:])]
+        slices = np.stack([ndimage.zoom(s, pz, order=order, prefilter=order > 1, **spline) for s in slices])
+    x = np.moveaxis(slices, 0, axis)
+    if x.shape[axis] != shape[axis]:
+        az = [1.0] * 3
+        az[axis] = shape[axis] / x.shape[axis]
+        x = ndimage.zoom(x, az, order=order_z, prefilter=False, **spline)
+    return x
+
+
+def resample_image(arr: np.ndarray, shape: Sequence[int], axis: int | None, scheme: Resampling) -> np.ndarray:
+    """(C, *S) image onto `shape` with the separate-z scheme (`axis` None = 3D spline); float32 out."""
+    shape = [int(s) for s in shape]
+    if list(arr.shape[1:]) == shape:
+        return arr
+    return np.stack([_zoom_channel(c.astype(np.float32, copy=False), shape, scheme.order, axis, scheme.order_z)
+                     for c in arr]).astype(np.float32, copy=False)
+
+
+def resample_label(label: np.ndarray, shape: Sequence[int], axis: int | None) -> np.ndarray:
+    """(Z, Y, X) integer label onto `shape` per class: each class's one-hot linearly in plane (3D when `axis` is
+    None), nearest across slices; the class with the largest interpolated value wins (ties: the lower value)."""
+    shape = [int(s) for s in shape]
+    if list(label.shape) == shape:
+        return label
+    best = np.full(shape, -1.0, dtype=np.float32)
+    out = np.zeros(shape, dtype=label.dtype)
+    for value in np.unique(label):
+        score = _zoom_channel((label == value).astype(np.float32), shape, 1, axis, 0)
+        win = score > best
+        out[win], best[win] = value, score[win]
     return out

@@ -1,7 +1,7 @@
 """The one transform chain shared by preprocessing and serving, with its exact inverse.
 
-Forward: reorient to RAS → crop to the nonzero bounding box → resample to the target spacing (image linear,
-label nearest) → normalise per channel. Arrays leave as (C, Z, Y, X) with Z/Y/X the RAS S/A/R axes.
+Forward: reorient to RAS → crop to the nonzero bounding box → resample to the target spacing (`Resampling`: image
+linear and label nearest, or nnU-Net's separate-z for anisotropic grids) → normalise per channel. Arrays leave as (C, Z, Y, X) with Z/Y/X the RAS S/A/R axes.
 Every step is recorded in a JSON-serialisable `record`, so `invert_label` / `invert_scores` map a prediction on
 the stored grid back onto the original file grid voxel for voxel (exact for nearest-neighbour paths).
 
@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from voxray.preprocessing.normalize import NORMALIZERS, normalize_channels
-from voxray.preprocessing.resample import from_ras_zyx, resample_grid, to_ras_zyx, target_shape
+from voxray.preprocessing.resample import (Resampling, from_ras_zyx, low_res_axis, resample_grid, resample_image,
+                                           resample_label, target_shape, to_ras_zyx)
 
 RECORD_VERSION = 1
 
@@ -33,8 +34,12 @@ class TransformConfig:
     """(low, high) window for ct_clip."""
     crop_nonzero: bool = True
     """Crop to the bounding box of voxels nonzero in any channel."""
+    resampling: Resampling = Resampling()
+    """Resampling scheme (linear, or separate-z for anisotropic grids)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.resampling, dict):
+            object.__setattr__(self, "resampling", Resampling.from_dict(self.resampling))
         if self.normalize not in NORMALIZERS:
             raise ValueError(f"normalize {self.normalize!r} is not one of {sorted(NORMALIZERS)}")
         if self.normalize == "ct_clip" and self.clip is None:
@@ -51,24 +56,30 @@ class TransformConfig:
     @classmethod
     def from_spec(cls, spec: Any) -> "TransformConfig":
         """From a `PreprocessSpec` (or anything with its field names)."""
+        res = getattr(spec, "resampling", None)
         return cls(spacing=tuple(spec.spacing) if spec.spacing else None, normalize=spec.normalize,
-                   clip=tuple(spec.clip) if spec.clip else None, crop_nonzero=spec.crop_nonzero)
+                   clip=tuple(spec.clip) if spec.clip else None, crop_nonzero=spec.crop_nonzero,
+                   resampling=Resampling() if res is None else Resampling.from_dict(res.model_dump()))
 
     @classmethod
     def from_dict(cls, data: dict) -> "TransformConfig":
         """From `to_dict()` output (store root attrs, model cards); missing keys take the defaults."""
-        unknown = set(data) - {"spacing", "normalize", "clip", "crop_nonzero"}
+        unknown = set(data) - {"spacing", "normalize", "clip", "crop_nonzero", "resampling"}
         if unknown:
             raise ValueError(f"unknown transform config keys {sorted(unknown)}")
         return cls(spacing=tuple(data["spacing"]) if data.get("spacing") else None,
                    normalize=data.get("normalize", "zscore_nonzero"),
                    clip=tuple(data["clip"]) if data.get("clip") else None,
-                   crop_nonzero=bool(data.get("crop_nonzero", True)))
+                   crop_nonzero=bool(data.get("crop_nonzero", True)),
+                   resampling=Resampling.from_dict(data.get("resampling")))
 
     def to_dict(self) -> dict:
+        """JSON form; `resampling` only when not the default, so stores written before it keep their spec hash."""
         d = asdict(self)
         d["spacing"] = list(self.spacing) if self.spacing else None
         d["clip"] = list(self.clip) if self.clip else None
+        if self.resampling.is_default:
+            d.pop("resampling")
         return d
 
 
@@ -132,10 +143,9 @@ def preprocess_volume(volume: Any, cfg: TransformConfig) -> Preprocessed:
     cropped_shape = list(img_zyx.shape[1:])
     spacing_zyx = ras["spacing_zyx"]
     target = cropped_shape if cfg.spacing is None else target_shape(cropped_shape, spacing_zyx, cfg.spacing[::-1])
-    img_zyx = resample_grid(img_zyx, target, order=1)
-    lab_zyx = None if lab_zyx is None else resample_grid(lab_zyx[None], target, order=0)[0]
-    image_out, norm = normalize_channels(img_zyx, cfg.normalize, cfg.clip)
     new_spacing = [spacing_zyx[i] * cropped_shape[i] / target[i] for i in range(3)]
+    img_zyx, lab_zyx, resampling = _resample(img_zyx, lab_zyx, target, spacing_zyx, new_spacing, cfg)
+    image_out, norm = normalize_channels(img_zyx, cfg.normalize, cfg.clip)
     record = {
         "version": RECORD_VERSION,
         "original_shape": [int(s) for s in image.shape[1:]],
@@ -147,12 +157,40 @@ def preprocess_volume(volume: Any, cfg: TransformConfig) -> Preprocessed:
         "shape": [int(s) for s in target],
         "spacing": [float(s) for s in new_spacing],
         "affine": stored_affine(ras["ras_affine_zyx"], box, cropped_shape, target).tolist(),
-        "resampling": {"image": "linear", "label": "nearest", "grid": "align_extent"},
+        "resampling": resampling,
         "normalization": norm,
         "transform": cfg.to_dict(),
         "channels": list(getattr(volume, "channels", ()) or ()),
     }
     return Preprocessed(image=image_out, label=None if lab_zyx is None else lab_zyx.astype(np.uint8), record=record)
+
+
+def separate_axis(source: Sequence[float], target: Sequence[float], threshold: float) -> int | None:
+    """nnU-Net's choice of the slice axis: the source grid's low-resolution axis, else the target grid's, else None."""
+    axis = low_res_axis(source, threshold)
+    return axis if axis is not None else low_res_axis(target, threshold)
+
+
+def _resample(img: np.ndarray, lab: np.ndarray | None, target: list[int], source_spacing: Sequence[float],
+              new_spacing: Sequence[float], cfg: TransformConfig) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Image and label onto `target` with the configured scheme; returns them and the record's `resampling`."""
+    res = cfg.resampling
+    if res.scheme == "linear":
+        img = resample_grid(img, target, order=1)
+        lab = None if lab is None else resample_grid(lab[None], target, order=0)[0]
+        return img, lab, {"scheme": "linear", "image": "linear", "label": "nearest", "grid": "align_extent"}
+    axis = separate_axis(source_spacing, new_spacing, res.anisotropy_threshold)
+    body = np.any(img != 0, axis=0)
+    out = resample_image(img, target, axis, res)
+    lab = None if lab is None else resample_label(lab, target, axis)
+    if cfg.masks_background and list(body.shape) != list(target):
+        # splines ring into the background; zeros must stay "outside the body" for zscore_nonzero
+        out[:, resample_label(body.astype(np.uint8), target, axis) == 0] = 0.0
+    record = {"scheme": "separate_z", "axis": axis, "order": res.order, "order_z": res.order_z,
+              "image": f"spline{res.order}" + ("" if axis is None else f" in plane, order {res.order_z} across"),
+              "label": "per_class_linear" + ("" if axis is None else " in plane, nearest across"),
+              "grid": "align_extent"}
+    return out, lab, record
 
 
 def stored_affine(ras_affine_zyx: Sequence, box: list[list[int]], cropped: Sequence[int],
@@ -211,10 +249,15 @@ def invert_scores(scores: np.ndarray, record: dict, fill: Sequence[float] | None
         fill_arr = np.asarray(fill, dtype=np.float32)
         if fill_arr.shape != (k,):
             raise ValueError(f"fill has {fill_arr.size} values; scores have {k} channels")
-    out = resample_grid(scores, record["cropped_shape"], order=1)
+    res = record.get("resampling") or {}
+    if res.get("scheme") == "separate_z" and res.get("axis") is not None:
+        # as nnU-Net exports probabilities of anisotropic cases: linear in plane, nearest across slices
+        out = resample_image(scores, record["cropped_shape"], res["axis"], Resampling("separate_z", 1, 0))
+    else:
+        out = resample_grid(scores, record["cropped_shape"], order=1)
     out = _uncrop(out, record, fill_arr)
     return from_ras_zyx(out, record).astype(np.float32)
 
 
 __all__ = ["TransformConfig", "Preprocessed", "preprocess_volume", "invert_label", "invert_scores",
-           "nonzero_bbox", "check_arrays", "stored_affine"]
+           "nonzero_bbox", "check_arrays", "stored_affine", "separate_axis", "Resampling"]

@@ -44,6 +44,20 @@ class CodecSpec(StrictModel):
     """Compression level (lz4/zstd only)."""
 
 
+class ResamplingSpec(StrictModel):
+    scheme: Literal["linear", "separate_z"] = "linear"
+    """linear: image order 1, label nearest, in 3D. separate_z (nnU-Net): for a case whose source or target spacing is
+    anisotropic (one axis > `anisotropy_threshold` × the finest), images spline `order` in plane and `order_z` across
+    slices, labels per class (one-hot linear in plane, nearest across); other cases spline `order` / per-class linear
+    in 3D. `voxray plan` picks separate_z for anisotropic datasets. The inverse (predict, serve) follows the record."""
+    order: int = Field(default=3, ge=0, le=5)
+    """Image spline order in plane (separate_z)."""
+    order_z: Literal[0, 1] = 0
+    """Image order across slices (separate_z): 0 nearest slice (nnU-Net), 1 linear."""
+    anisotropy_threshold: float = Field(default=3.0, gt=1)
+    """Largest / smallest spacing ratio above which a grid counts as anisotropic (nnU-Net: 3)."""
+
+
 class PreprocessSpec(StrictModel):
     dataset: DatasetSpec
     """Where the raw data is and in which layout."""
@@ -56,6 +70,8 @@ class PreprocessSpec(StrictModel):
     CT-style clip to `clip` then scale to [0, 1], or none."""
     clip: tuple[float, float] | None = None
     """Intensity window for `ct_clip` (low, high)."""
+    resampling: ResamplingSpec = ResamplingSpec()
+    """How cases are resampled to `spacing` (and how predictions are mapped back)."""
     crop_nonzero: bool = True
     """Crop every case to the bounding box of nonzero image voxels (recorded, undone by the inverse)."""
     image_dtype: Literal["float16", "float32"] = "float16"
