@@ -89,10 +89,20 @@ class MonaiUNetSpec(StrictModel):
     """Residual units per level."""
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Dropout rate."""
+    strides: list[list[int]] | None = None
+    """Per-axis downsampling strides, one [z, y, x] (2D: [y, x]) of 1s and 2s per level after the first, so thick-slice
+    data pools in plane first (nnU-Net); the patch must be divisible by each axis's product. null = 2 on every axis."""
 
     @model_validator(mode="after")
     def _levels(self) -> "MonaiUNetSpec":
         _check_list(self.channels, "channels", min_len=2)
+        if self.strides is not None:
+            if len(self.strides) != len(self.channels) - 1:
+                raise ValueError(f"strides needs {len(self.channels) - 1} entries (one per level after the first), "
+                                 f"got {len(self.strides)}")
+            if len({len(s) for s in self.strides}) != 1 or any(len(s) not in (2, 3) or set(s) - {1, 2}
+                                                               for s in self.strides):
+                raise ValueError(f"strides {self.strides} must be lists of 2 or 3 values, each 1 or 2, all equally long")
         return self
 
 

@@ -20,8 +20,9 @@ def build_unet(spec: MonaiUNetSpec, *, in_channels: int, out_channels: int, spat
     """MONAI residual UNet (Kerfoot et al. 2018): stride-2 convolutions between the `spec.channels` levels."""
     from monai.networks.nets import UNet
 
+    strides = (2,) * (len(spec.channels) - 1) if spec.strides is None else tuple(tuple(s) for s in spec.strides)
     return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
-                channels=tuple(spec.channels), strides=(2,) * (len(spec.channels) - 1),
+                channels=tuple(spec.channels), strides=strides,
                 num_res_units=spec.num_res_units, dropout=spec.dropout)
 
 
