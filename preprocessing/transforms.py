@@ -29,21 +29,25 @@ class TransformConfig:
     spacing: tuple[float, float, float] | None = None
     """Target spacing (x, y, z) in mm, RAS order; None keeps each case's spacing."""
     normalize: str = "zscore_nonzero"
-    """zscore_nonzero | zscore | ct_clip | none."""
+    """zscore_nonzero | zscore | ct_clip | ct_zscore | none."""
     clip: tuple[float, float] | None = None
-    """(low, high) window for ct_clip."""
+    """(low, high) window for ct_clip / ct_zscore."""
     crop_nonzero: bool = True
     """Crop to the bounding box of voxels nonzero in any channel."""
     resampling: Resampling = Resampling()
     """Resampling scheme (linear, or separate-z for anisotropic grids)."""
+    ct_stats: tuple[float, float] | None = None
+    """(mean, std) of the dataset's foreground intensities, for ct_zscore."""
 
     def __post_init__(self) -> None:
         if isinstance(self.resampling, dict):
             object.__setattr__(self, "resampling", Resampling.from_dict(self.resampling))
         if self.normalize not in NORMALIZERS:
             raise ValueError(f"normalize {self.normalize!r} is not one of {sorted(NORMALIZERS)}")
-        if self.normalize == "ct_clip" and self.clip is None:
-            raise ValueError("normalize 'ct_clip' needs clip=(low, high)")
+        if self.normalize in ("ct_clip", "ct_zscore") and self.clip is None:
+            raise ValueError(f"normalize {self.normalize!r} needs clip=(low, high)")
+        if self.normalize == "ct_zscore" and self.ct_stats is None:
+            raise ValueError("normalize 'ct_zscore' needs ct_stats=(mean, std)")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ValueError(f"spacing {self.spacing!r} must be three positive numbers (x, y, z)")
 
@@ -59,27 +63,34 @@ class TransformConfig:
         res = getattr(spec, "resampling", None)
         return cls(spacing=tuple(spec.spacing) if spec.spacing else None, normalize=spec.normalize,
                    clip=tuple(spec.clip) if spec.clip else None, crop_nonzero=spec.crop_nonzero,
-                   resampling=Resampling() if res is None else Resampling.from_dict(res.model_dump()))
+                   resampling=Resampling() if res is None else Resampling.from_dict(res.model_dump()),
+                   ct_stats=tuple(spec.ct_stats) if getattr(spec, "ct_stats", None) else None)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TransformConfig":
         """From `to_dict()` output (store root attrs, model cards); missing keys take the defaults."""
-        unknown = set(data) - {"spacing", "normalize", "clip", "crop_nonzero", "resampling"}
+        unknown = set(data) - {"spacing", "normalize", "clip", "crop_nonzero", "resampling", "ct_stats"}
         if unknown:
             raise ValueError(f"unknown transform config keys {sorted(unknown)}")
         return cls(spacing=tuple(data["spacing"]) if data.get("spacing") else None,
                    normalize=data.get("normalize", "zscore_nonzero"),
                    clip=tuple(data["clip"]) if data.get("clip") else None,
                    crop_nonzero=bool(data.get("crop_nonzero", True)),
-                   resampling=Resampling.from_dict(data.get("resampling")))
+                   resampling=Resampling.from_dict(data.get("resampling")),
+                   ct_stats=tuple(data["ct_stats"]) if data.get("ct_stats") else None)
 
     def to_dict(self) -> dict:
-        """JSON form; `resampling` only when not the default, so stores written before it keep their spec hash."""
+        """JSON form; `resampling` and `ct_stats` only when set, so stores written before they existed keep their
+        spec hash."""
         d = asdict(self)
         d["spacing"] = list(self.spacing) if self.spacing else None
         d["clip"] = list(self.clip) if self.clip else None
         if self.resampling.is_default:
             d.pop("resampling")
+        if self.ct_stats is None:
+            d.pop("ct_stats")
+        else:
+            d["ct_stats"] = list(self.ct_stats)
         return d
 
 
@@ -145,7 +156,7 @@ def preprocess_volume(volume: Any, cfg: TransformConfig) -> Preprocessed:
     target = cropped_shape if cfg.spacing is None else target_shape(cropped_shape, spacing_zyx, cfg.spacing[::-1])
     new_spacing = [spacing_zyx[i] * cropped_shape[i] / target[i] for i in range(3)]
     img_zyx, lab_zyx, resampling = _resample(img_zyx, lab_zyx, target, spacing_zyx, new_spacing, cfg)
-    image_out, norm = normalize_channels(img_zyx, cfg.normalize, cfg.clip)
+    image_out, norm = normalize_channels(img_zyx, cfg.normalize, cfg.clip, cfg.ct_stats)
     record = {
         "version": RECORD_VERSION,
         "original_shape": [int(s) for s in image.shape[1:]],

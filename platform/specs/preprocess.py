@@ -65,11 +65,14 @@ class PreprocessSpec(StrictModel):
     """Output zarr v3 store (local path or fsspec URI)."""
     spacing: list[float] | None = Field(default=None, min_length=3, max_length=3)
     """Target voxel spacing in mm (x, y, z in RAS order); null keeps each case's own spacing."""
-    normalize: Literal["zscore_nonzero", "zscore", "ct_clip", "none"] = "zscore_nonzero"
+    normalize: Literal["zscore_nonzero", "zscore", "ct_clip", "ct_zscore", "none"] = "zscore_nonzero"
     """Per-channel intensity normalisation: z-score over nonzero voxels (default, zeros stay 0), over all voxels,
-    CT-style clip to `clip` then scale to [0, 1], or none."""
+    CT-style clip to `clip` then scale to [0, 1], nnU-Net's CT scheme (clip to `clip`, then z-score with the dataset's
+    foreground `ct_stats`), or none."""
     clip: tuple[float, float] | None = None
-    """Intensity window for `ct_clip` (low, high)."""
+    """Intensity window for `ct_clip` / `ct_zscore` (low, high); `voxray plan` uses the foreground 0.5/99.5 percentiles."""
+    ct_stats: tuple[float, float] | None = None
+    """(mean, std) of the dataset's foreground intensities for `ct_zscore` (from the fingerprint)."""
     resampling: ResamplingSpec = ResamplingSpec()
     """How cases are resampled to `spacing` (and how predictions are mapped back)."""
     crop_nonzero: bool = True
@@ -94,8 +97,10 @@ class PreprocessSpec(StrictModel):
 
     @model_validator(mode="after")
     def _clip_for_ct(self) -> "PreprocessSpec":
-        if self.normalize == "ct_clip" and self.clip is None:
-            raise ValueError("normalize 'ct_clip' needs `clip: [low, high]`")
+        if self.normalize in ("ct_clip", "ct_zscore") and self.clip is None:
+            raise ValueError(f"normalize {self.normalize!r} needs `clip: [low, high]`")
+        if self.normalize == "ct_zscore" and (self.ct_stats is None or self.ct_stats[1] <= 0):
+            raise ValueError("normalize 'ct_zscore' needs `ct_stats: [mean, std]` with std > 0")
         if self.clip is not None and self.clip[0] >= self.clip[1]:
             raise ValueError(f"clip {list(self.clip)} must be [low, high] with low < high")
         return self
