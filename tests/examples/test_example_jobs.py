@@ -268,8 +268,8 @@ def _check_train(summary: dict, prefix: str, name: str, *, mlflow: bool = False)
     """Run dir metrics.csv with a validation, the resolved spec, and the registry entry's card."""
     run_dir, model = Path(summary[f"{prefix}run_dir"]), Path(summary[f"{prefix}model"])
     assert run_dir.name == name and (run_dir / "job.resolved.yaml").is_file()
-    metrics = _metrics(run_dir)
-    assert 0.0 <= metrics["val/dice_mean"][-1] <= 1.0 and "train/loss" in metrics and any(
+    metrics = _metrics(run_dir)  # 4 smoke steps prove the job runs; test_example_recipe_learns proves learning
+    assert {"val/dice_mean", "baseline/dice_mean", "train/loss"} <= set(metrics) and any(
         k.startswith("val/hd95") for k in metrics), sorted(metrics)
     assert (run_dir / "mlflow.db").is_file() == mlflow
     card = yaml.safe_load((model / "model.yaml").read_text())
@@ -386,6 +386,36 @@ def test_pipeline_demo_preprocesses_sweeps_and_serves(ws, api_key):
         _predict_over_http(s["serve.url"], api_key, ws)
     finally:
         serve.shutdown()
+
+
+LEARN_STEPS = 160
+LEARN_MARGIN = 0.25
+
+
+@pytest.mark.slow
+def test_example_recipe_learns(ws, tmp_path):
+    """The BraTS Factorizer example, at the demo's model size on 6 realistic phantom cases (40×40×32, difficulty 2),
+    learns: after LEARN_STEPS its validation Dice beats the untrained network by LEARN_MARGIN and the per-voxel
+    intensity baseline on the same cases. Measured here: step 0 0.064, step 160 0.640, baseline 0.539."""
+    from voxray.platform.stages import run_job
+    from voxray.preprocessing.synth import synth_dataset
+
+    raw = synth_dataset("msd_brats", tmp_path / "raw", cases=6, seed=1, shape=(40, 40, 32))
+    store = tmp_path / "learn.zarr"
+    pre = load_job(EXAMPLES / "preprocess_msd_brats.yaml", [f"preprocess.dataset.root={raw}",
+                                                            f"preprocess.store={store}", "preprocess.chunk=[32,32,32]"])
+    assert run_job(pre).ok
+    job = ws.job("train_factorizer_brats.yaml", [
+        f"train.store={store}", "train.model.widths=[8,16,32,64]", "train.model.window=4", "train.model.head_dim=4",
+        "train.model.mlp_ratio=2", "train.patch=[32,32,32]", f"train.steps={LEARN_STEPS}",
+        "train.optimizer.lr=0.003", f"train.validation.every={LEARN_STEPS}", "train.validation.max_cases=2",
+        "train.validation.at_start=true", "train.validation.overlap=0.25", f"train.checkpoint.every={LEARN_STEPS}",
+        f"train.output={tmp_path / 'runs'}", f"train.registry={tmp_path / 'registry'}"])
+    res = run_job(job)
+    assert res.ok, res.message
+    dice = _metrics(res.summary["run_dir"])["val/dice_mean"]  # [step 0, step LEARN_STEPS]
+    assert len(dice) == 2 and dice[1] >= dice[0] + LEARN_MARGIN, dice
+    assert res.summary["val/dice_mean"] > res.summary["baseline/dice_mean"], res.summary
 
 
 def test_smoke_overrides_cover_all_test_groups():

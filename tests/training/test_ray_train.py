@@ -58,7 +58,8 @@ def _kill_when(run_dir: Path, step: int, killed: dict) -> None:
 
 DDP_STEPS = 160
 LEARN_MARGIN = 0.25
-"""Validation Dice after DDP_STEPS must beat the untrained network's (step 0) by this much; measured here: 0.06 → ≈0.5."""
+"""Validation Dice after DDP_STEPS must beat the untrained network's (step 0) by this much; measured here: step 0 0.078
+→ step 160 0.620 (per-voxel baseline 0.344 on the same cases)."""
 
 
 @pytest.mark.slow
