@@ -29,7 +29,7 @@ from voxray.training import tasks
 from voxray.training.checkpoint import LocalReporter, RayReporter, capture_state, load_state, set_rng_state, unwrap
 from voxray.training.data import PatchBatches, channel_indices, load_or_make_split, shard
 from voxray.training.losses import build_loss
-from voxray.training.schedules import build_scheduler
+from voxray.training.schedules import build_scheduler, restore_scheduler
 from voxray.training.tracking import Tracker
 from voxray.training.validation import validate, validate_baseline
 
@@ -171,7 +171,9 @@ def _restore(env: dict[str, Any]) -> dict[str, Any]:
     state = load_state(folder)
     unwrap(env["model"]).load_state_dict(state["model"])
     env["optimizer"].load_state_dict(state["optimizer"])
-    env["scheduler"].load_state_dict(state["scheduler"])
+    spec = env["spec"]  # a changed train.steps continues with a new lr tail (logged), not a jump
+    restore_scheduler(env["scheduler"], state["scheduler"], step=int(state["step"]), total_steps=spec.steps,
+                      spec=spec.schedule)
     samplers = state.get("samplers") or []
     if len(samplers) == env["world"]:
         env["loader"].set_state(samplers[env["rank"]])

@@ -89,6 +89,24 @@ def _fit_local(job: Any, run_dir: Path) -> tuple[Path | None, dict]:
     return best, metrics
 
 
+def _log_continuation(run_dir: Path, job: Any) -> None:
+    """Say why a run dir with a finished result trains again (e.g. train.steps raised: it continues)."""
+    path = run_dir / RESULT_FILE
+    if not path.exists():
+        return
+    import yaml
+
+    old = (yaml.safe_load(json.loads(path.read_text())["resolved"]) or {}).get("train") or {}
+    before, now = int(old.get("steps", 0)), job.train.steps
+    if now > before:
+        log.info("%s finished at %d steps; train.steps raised to %d: continuing from its last checkpoint (the "
+                 "learning rate follows a new tail, train.schedule.extend_peak)", run_dir, before, now)
+    else:
+        changed = sorted(k for k, v in job.train.model_dump(mode="json").items() if old.get(k) != v)
+        log.info("%s has a finished result but the spec changed (train: %s): resuming from its last checkpoint",
+                 run_dir, ", ".join(changed) or "outside train")
+
+
 def _finished(run_dir: Path, resolved: str) -> StageResult | None:
     path = run_dir / RESULT_FILE
     if not path.exists():
@@ -120,6 +138,7 @@ def run_train(job: Any) -> StageResult:
     resolved = dump_job(job)
     if (done := _finished(run_dir, resolved)) is not None:
         return done
+    _log_continuation(run_dir, job)
     store = open_store(spec.store)
     _check(job, store)
     write_resolved(job, run_dir)

@@ -29,6 +29,11 @@ class ScheduleSpec(StrictModel):
     """Linear warm-up steps from 0 (warmup_cosine)."""
     power: float = Field(default=0.9, gt=0)
     """Exponent of the poly schedule."""
+    extend_peak: float = Field(default=0.1, ge=0, le=1)
+    """When `train.steps` changes on a run that already has a checkpoint (e.g. raised on a finished run), the steps
+    after it follow a new tail instead of jumping onto the re-stretched schedule: from the current factor linearly up
+    to max(current, extend_peak) over 10% of the new steps, then this schedule's decay (cosine; poly for poly;
+    constant stays 1) to 0 at the new `steps`. 0 = a pure tail from the current factor."""
 
 
 class LossSpec(StrictModel):
