@@ -28,6 +28,8 @@ ARTIFACT_FIELDS: tuple[str, ...] = (
     "train.store",
     "train.output",
     "train.registry",
+    "train.init.path",
+    "train.init.registry",
     "tune.output",
     "serve.model",
 )

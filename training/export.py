@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 __all__ = ["model_card", "export_checkpoint"]
 
 
-def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: Mapping[str, Any]) -> dict:
-    """Card keys of docs/CONTRACTS.md "Registry" (name/version/created are set by export_model)."""
+def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: Mapping[str, Any],
+               lineage: Mapping[str, Any] | None = None) -> dict:
+    """Card keys of docs/CONTRACTS.md "Registry" (name/version/created are set by export_model); `lineage`: the
+    weights the run started from (train.init), None = from scratch."""
     meta = store.metadata()
     channels = list(spec.channels) if spec.channels else list(store.channels)
     return {"model": spec.model.model_dump(mode="json"), "spatial_dims": len(spec.patch), "patch": list(spec.patch),
@@ -28,7 +30,7 @@ def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: 
             "slice_axis": meta.get("slice_axis"), "preprocess": store.attrs.get("transform"),
             "restrict_to_nonzero": masks_background(store),
             "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            "source": dict(source)}
+            "source": dict(source), "lineage": dict(lineage) if lineage else None}
 
 
 def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *, name: str, registry_root: str,
@@ -37,7 +39,8 @@ def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *
     from voxray.training.loop import build_network
     from voxray.training.registry import export_model
 
-    card = model_card(spec, store, metrics, {**source, "checkpoint": str(checkpoint_dir)})
+    state = load_state(checkpoint_dir)
+    card = model_card(spec, store, metrics, {**source, "checkpoint": str(checkpoint_dir)}, state.get("lineage"))
     model = build_network(spec, in_channels=card["in_channels"], out_channels=card["out_channels"])
-    model.load_state_dict(load_state(checkpoint_dir)["model"])
+    model.load_state_dict(state["model"])
     return export_model(model.eval(), card, registry_root, name)

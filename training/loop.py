@@ -28,6 +28,7 @@ from voxray.platform.specs.train import TrainSpec
 from voxray.training import tasks
 from voxray.training.checkpoint import LocalReporter, RayReporter, capture_state, load_state, set_rng_state, unwrap
 from voxray.training.data import PatchBatches, channel_indices, load_or_make_split, shard
+from voxray.training.init import init_weights, param_groups
 from voxray.training.losses import build_loss
 from voxray.training.schedules import build_scheduler, restore_scheduler
 from voxray.training.tracking import Tracker
@@ -76,11 +77,10 @@ def build_network(spec: TrainSpec, *, in_channels: int, out_channels: int) -> nn
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     """AdamW (weight decay on all parameters, as the Factorizer recipe) or SGD with Nesterov momentum."""
-    o = spec.optimizer
+    o, params = spec.optimizer, param_groups(model, spec)  # two groups when train.init freezes the encoder
     if o.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=True,
-                           weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -166,8 +166,8 @@ def _setup(config: Mapping[str, Any]) -> dict[str, Any]:
 def _restore(env: dict[str, Any]) -> dict[str, Any]:
     """Load the latest checkpoint (if any) into model/optimizer/scheduler/loader; returns its extra state."""
     folder = env["reporter"].restore_dir()
-    if folder is None:
-        return {"step": 0, "best": None, "last_val": {}}
+    if folder is None:  # a fresh run: random weights, or train.init's (fine-tuning, training/init.py)
+        return {"step": 0, "best": None, "last_val": {}, "lineage": init_weights(env)}
     state = load_state(folder)
     unwrap(env["model"]).load_state_dict(state["model"])
     env["optimizer"].load_state_dict(state["optimizer"])
@@ -182,7 +182,8 @@ def _restore(env: dict[str, Any]) -> dict[str, Any]:
     else:
         torch.manual_seed(env["spec"].seed + env["rank"] + state["step"])
     log.info("resumed from %s at step %d", folder, state["step"])
-    return {"step": int(state["step"]), "best": state.get("best"), "last_val": state.get("last_val", {})}
+    return {"step": int(state["step"]), "best": state.get("best"), "last_val": state.get("last_val", {}),
+            "lineage": state.get("lineage")}
 
 
 def _tracker(env: dict[str, Any], config: Mapping[str, Any], start: int) -> Tracker | None:
@@ -203,7 +204,8 @@ def _report(env: dict[str, Any], step: int, metrics: dict, progress: dict, with_
     state = None
     if with_ckpt and env["rank"] == 0:
         state = capture_state(env["model"], env["optimizer"], env["scheduler"], step, samplers=samplers,
-                              best=progress.get("best"), last_val=progress.get("last_val", {}))
+                              best=progress.get("best"), last_val=progress.get("last_val", {}),
+                              lineage=progress.get("lineage"))
     env["reporter"].report(metrics, state, env["rank"])
 
 

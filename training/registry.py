@@ -28,7 +28,7 @@ REQUIRED_KEYS = ("model", "spatial_dims", "patch", "in_channels", "channels", "o
 """Card keys the exporter must supply; name, version and created are filled in here."""
 CARD_KEYS = ("name", "version", "created", "model", "spatial_dims", "patch", "in_channels", "channels",
              "out_channels", "task", "labels", "label_encoding", "regions", "slice_axis", "preprocess",
-             "restrict_to_nonzero", "metrics", "source")
+             "restrict_to_nonzero", "metrics", "source", "lineage")
 
 
 class ModelNotFound(VoxrayError):
@@ -49,6 +49,23 @@ def list_versions(name_dir: str | Path) -> list[int]:
     if not root.is_dir():
         return []
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / CARD).is_file())
+
+
+def list_entries(root: str | Path) -> list[dict[str, Any]]:
+    """Every version's card under a registry root (or under one `<root>/<name>`), by name then version."""
+    base = Path(root).expanduser()
+    if list_versions(base):
+        names = [base]
+    else:
+        names = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    cards = []
+    for name_dir in names:
+        for version in list_versions(name_dir):
+            try:
+                cards.append({**read_card(name_dir / str(version)), "path": str(name_dir / str(version))})
+            except (InvalidCard, OSError, yaml.YAMLError) as exc:
+                log.warning("skipping %s: %s", name_dir / str(version), exc)
+    return cards
 
 
 def resolve_version(path: str | Path) -> Path:
@@ -192,5 +209,6 @@ def _is_tied(model: Any, key: str, weights: dict) -> bool:
     return any(k in weights and sd[k].data_ptr() == ptr for k in sd if k != key)
 
 
-__all__ = ["export_model", "load_model", "read_card", "resolve_version", "list_versions", "build_from_card",
+__all__ = ["export_model", "load_model", "read_card", "resolve_version", "list_versions", "list_entries",
+           "build_from_card",
            "ModelNotFound", "InvalidCard", "WEIGHTS", "CARD"]

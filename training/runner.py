@@ -21,6 +21,7 @@ from voxray.training.baseline import metrics_vs_baseline
 from voxray.training.checkpoint import LocalReporter
 from voxray.training.data import channel_indices, check_cases, labelled_cases, load_or_make_split
 from voxray.training.export import export_checkpoint
+from voxray.training.init import check_init
 from voxray.training.loop import NAN_KEY, STOPPED_FILE, open_store, train_loop
 from voxray.training.progress import ProgressBar
 from voxray.training.trainer import build_trainer, loop_config
@@ -48,6 +49,12 @@ def _check(job: Any, store: Any) -> None:
         raise SpecError("", [f"train.channels: {exc}"]) from None
     labelled, unlabelled = labelled_cases(store)
     check_cases(len(labelled), spec.validation, store=f"the store {spec.store}", n_unlabelled=len(unlabelled))
+    if not _has_checkpoint(Path(spec.output) / job.name):  # a resumed run keeps its own weights, not train.init's
+        check_init(spec, store)
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any(run_dir.glob("checkpoints/step_*/state.pt")) or any(run_dir.glob("ray/*/checkpoint_*/state.pt"))
 
 
 def preflight(job: Any) -> None:

@@ -20,6 +20,8 @@ Examples:
   voxray models show swin_factorizer --set window=4 --set head_dim=4 --set mlp_ratio=4 --in-channels 2 --out-channels 1 --patch 64 64 64 --json
 
   voxray models show unet_depth --set depth=5 --patch 256 256
+
+  voxray models registry registry/          (exported models, with the model or file each was fine-tuned from)
 """
 
 models_app = typer.Typer(help="The model zoo: list names, or build one and show its size and cost.",
@@ -110,6 +112,37 @@ def show(
     _output.table([{"item": k, "value": info[k]} for k in
                    ("name", "patch", "in_channels", "out_channels", "params", "gflops", "outputs", "constraints")],
                   title=f"model {name}")
+
+
+def lineage_text(lineage: dict | None) -> str:
+    """One line for a card's lineage: the parent registry model and version, or the weights file and its sha256."""
+    if not lineage:
+        return "(from scratch)"
+    if lineage.get("source") == "registry":
+        return f"{lineage.get('name')} v{lineage.get('version')}"
+    where = f"{lineage.get('source')} {lineage.get('path')}"
+    if lineage.get("format") not in (None, "voxray"):
+        where += f" ({lineage['format']})"
+    return f"{where} sha256:{str(lineage.get('sha256'))[:12]}"
+
+
+@models_app.command("registry", epilog=MODELS_EXAMPLES)
+def registry(
+    root: Annotated[str, typer.Argument(help="Registry root, or one <root>/<name>.")] = "registry",
+    json_: JsonOpt = False,
+) -> None:
+    """List exported models: name, version, task, channels, validation Dice and lineage (what each started from)."""
+    from voxray.training.registry import list_entries
+
+    cards = list_entries(root)
+    if json_:
+        _output.as_json([{k: c.get(k) for k in ("name", "version", "created", "task", "channels", "metrics",
+                                                 "lineage", "path")} for c in cards])
+        return
+    rows = [{"name": c["name"], "version": c["version"], "task": c["task"], "channels": ", ".join(c["channels"]),
+             "val/dice_mean": (c.get("metrics") or {}).get("val/dice_mean"),
+             "started from": lineage_text(c.get("lineage"))} for c in cards]
+    _output.table(rows, title=f"registry {root}")
 
 
 def register(app: typer.Typer) -> None:

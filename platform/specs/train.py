@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from voxray.platform.specs.common import ArtifactPath, StrictModel
+from voxray.platform.specs.common import ArtifactPath, StrictModel, is_uri
 from voxray.platform.specs.models import FactorizerSpec, ModelSpec
 
 
@@ -124,6 +124,56 @@ class TrackingSpec(StrictModel):
     """MLflow tracking URI; null = a local file store under the run dir."""
 
 
+class InitSpec(StrictModel):
+    """Start from existing weights (fine-tuning) instead of a random initialisation: a registry entry, a voxray
+    checkpoint folder or a weights file. Strict by default; the mismatch policies below are the only exceptions, and
+    each one is logged. Applied when a run starts; a resumed run continues from its own checkpoint."""
+
+    model: str | None = None
+    """A registry entry `<name>` (latest version) or `<name>/<version>` under `registry`."""
+    registry: ArtifactPath | None = None
+    """Registry root for `model`; null = this job's `train.registry`."""
+    path: ArtifactPath | None = None
+    """Instead of `model`: a registry folder (`<registry>/<name>[/<version>]`), a voxray checkpoint folder (with
+    state.pt), or a weights file (.safetensors, .pt/.pth state_dict, Lightning .ckpt) laid out as `format`."""
+    format: Literal["voxray", "factorizer_official"] = "voxray"
+    """Key layout of a weights file: voxray's own, or the official Factorizer code (pashtari/factorizer, paper-era
+    SegmentationFactorizer; mapped by name, docs/finetuning.md)."""
+    strict: bool = True
+    """Every weight must match by name and shape, apart from the policies below; false loads what matches and
+    logs the rest (left at their random initialisation)."""
+    new_head: bool = False
+    """Re-initialise the output head(s) when the outputs differ from the source's (another count, or other output
+    names for a registry entry, e.g. 3 BraTS regions → 1 lesion); the keys are named in the log. false: an error."""
+    new_channels: Literal["error", "mean", "zero"] = "error"
+    """First-layer weights of input channels the source lacks: the mean over the source's channels, zeros, or an
+    error. Channels the source has are matched by name (case-insensitive) or `channel_map`; extra ones are dropped."""
+    channel_map: dict[str, str] = {}
+    """This job's channel → the source channel whose first-layer weights it copies, e.g. {t2f: FLAIR}."""
+    source_channels: list[str] | None = None
+    """Input-channel names of a source without a card (checkpoint folder, weights file); null = this job's channels
+    in order when the counts match."""
+    freeze_encoder_steps: int = Field(default=0, ge=0)
+    """Keep the encoder fixed (learning rate 0 for its parameters) for the first N steps, so a new head settles
+    before the pretrained features move."""
+    allow_pickle: bool = False
+    """Load a .pt/.ckpt file with full unpickling when torch's safe loader refuses it (the official Lightning
+    checkpoints pickle classes in their hyper-parameters). Only for files you trust."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InitSpec":
+        if (self.model is None) == (self.path is None):
+            raise ValueError("set exactly one of `model` (a registry entry name[/version]) and `path`")
+        for name in ("path", "registry"):
+            value = getattr(self, name)
+            if value is not None and is_uri(value):
+                raise ValueError(f"{name} {value!r}: weights are read from a local or shared-filesystem path, "
+                                 f"not a URI (copy them first)")
+        if self.format != "voxray" and self.path is None:
+            raise ValueError(f"format {self.format!r} describes a weights file: use `path`")
+        return self
+
+
 class TrainSpec(StrictModel):
     store: ArtifactPath | None = None
     """zarr store from `preprocess` (a pipeline fills it in)."""
@@ -134,6 +184,8 @@ class TrainSpec(StrictModel):
     """Input channels by name (e.g. [FLAIR]) for per-modality training; null = all channels of the store."""
     model: ModelSpec = FactorizerSpec()
     """Network and its hyperparameters (see `voxray models`)."""
+    init: InitSpec | None = None
+    """Initial weights: null = random (from scratch); see InitSpec for fine-tuning from a model."""
     patch: list[int] = Field(default=[128, 128, 128], min_length=2, max_length=3)
     """Patch size (z, y, x); two numbers train a 2D model on slices."""
     batch_size: int = Field(default=2, ge=1)
