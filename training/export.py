@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from voxray.platform.specs.train import TrainSpec
 from voxray.training import tasks
 from voxray.training.checkpoint import load_state
+from voxray.training.predict_settings import inference_card
 from voxray.training.validation import masks_background
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: 
             "label_encoding": meta.get("label_encoding", "index"), "regions": meta.get("regions"),
             "slice_axis": meta.get("slice_axis"), "preprocess": store.attrs.get("transform"),
             "restrict_to_nonzero": masks_background(store),
+            "inference": inference_card(spec),
             "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
             "source": dict(source), "lineage": dict(lineage) if lineage else None}
 

@@ -28,6 +28,7 @@ from voxray.platform.specs.train import TrainSpec
 from voxray.training import tasks
 from voxray.training.checkpoint import LocalReporter, RayReporter, capture_state, load_state, set_rng_state, unwrap
 from voxray.training.data import PatchBatches, channel_indices, load_or_make_split, shard
+from voxray.training.inference import autocast
 from voxray.training.init import init_weights, param_groups
 from voxray.training.losses import build_loss
 from voxray.training.schedules import build_scheduler, restore_scheduler
@@ -83,12 +84,6 @@ def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay)
 
 
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("bf16", "auto"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def train_step(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], loss_fn: nn.Module,
                optimizer: torch.optim.Optimizer, scheduler, *, device: torch.device, precision: str = "auto",
                grad_clip: float | None = None) -> float:
@@ -100,7 +95,7 @@ def train_step(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]
         last = i == len(batches) - 1
         sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 out = model(x.to(device, non_blocking=True))
             loss = loss_fn(out, y.to(device, non_blocking=True)) / len(batches)
             loss.backward()

@@ -94,7 +94,6 @@ def validate(model: nn.Module, store: Any, case_ids: Sequence[str], spec: TrainS
     names = tasks.output_names(spec.task, meta)
     cases = list(case_ids)[: spec.validation.max_cases or None]
     acc = MetricAccumulator()
-    amp = device.type == "cuda" and spec.precision in ("bf16", "auto")
     restrict = masks_background(store)
     for i, case in enumerate(cases):
         if on_case is not None:
@@ -102,7 +101,7 @@ def validate(model: nn.Module, store: Any, case_ids: Sequence[str], spec: TrainS
         image, label = load_case(store, case, channels)
         logits = sliding_window_predict(model, image, spec.patch, spec.validation.overlap, mode="gaussian",
                                         sw_batch_size=spec.batch_size if len(spec.patch) == 3 else 8,
-                                        device=device, amp=amp).cpu()
+                                        device=device, precision=spec.precision).cpu()
         if restrict:
             logits = tasks.restrict_to_nonzero(logits, image, spec.task)
         target = tasks.encode_target(label, spec.task, meta)

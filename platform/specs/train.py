@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from voxray.platform.specs.common import ArtifactPath, StrictModel, is_uri
+from voxray.platform.specs.inference import InferenceSpec
 from voxray.platform.specs.models import FactorizerSpec, ModelSpec
 
 
@@ -219,6 +220,8 @@ class TrainSpec(StrictModel):
     """Model registry root; the best checkpoint is exported to <registry>/<job name>/<version>/."""
     export: bool = True
     """Export the best checkpoint to the registry at the end."""
+    inference: InferenceSpec = InferenceSpec()
+    """How the exported model predicts (window, overlap, batch, device, precision, TTA): copied into the card."""
 
     @model_validator(mode="after")
     def _checkpoint_metric_without_validation(self) -> "TrainSpec":
