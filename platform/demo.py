@@ -1,5 +1,6 @@
-"""`voxray demo`: synthetic MSD-BraTS → pipeline (preprocess → sweep → export → serve) → a real HTTP request with a
-held-back case → mask NIfTI, overlay PNG and Dice computed from the mask that came back over HTTP."""
+"""`voxray demo`: synthetic MSD-BraTS → pipeline (preprocess → sweep → export → serve) → real HTTP requests with
+held-back cases → mask NIfTIs, an overlay PNG, and per-region Dice of the masks that came back over HTTP beside the
+Dice of a non-learned per-voxel baseline (fitted on the store's training voxels) on the same cases."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from voxray.platform.specs.job import PipelineJob
 
 log = logging.getLogger(__name__)
 DEMO_CASES = 10
+DEMO_HOLDOUT = 5
 DEMO_SHAPE = (48, 48, 40)
 HOLDOUT_SEED = 9_999
-REGIONS_MSD = {"ET": (3,), "TC": (2, 3), "WT": (1, 2, 3)}
 
 
 @dataclass
 class DemoResult:
-    dice: dict[str, float]
+    quality: list[dict]
+    """Per region (and `mean`): model Dice, baseline Dice and the gain, averaged over the held-back cases."""
     artefacts: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
     tables: list = field(default_factory=list)
@@ -39,28 +41,44 @@ def ensure_datasets(job: PipelineJob) -> tuple[Path, Path]:
     holdout = root.parent / f"{root.name}_holdout"
     if not (root / "dataset.json").exists():
         synth_dataset("msd_brats", root, cases=DEMO_CASES, seed=0, shape=DEMO_SHAPE)
-    if not (holdout / "dataset.json").exists():
-        synth_dataset("msd_brats", holdout, cases=1, seed=HOLDOUT_SEED, shape=DEMO_SHAPE)
+    if not (holdout / "dataset.json").exists() or len(held_back_cases(holdout)) < DEMO_HOLDOUT:
+        synth_dataset("msd_brats", holdout, cases=DEMO_HOLDOUT, seed=HOLDOUT_SEED, shape=DEMO_SHAPE)
     return root, holdout
 
 
-def held_back_case(holdout: Path) -> Path:
-    """The held-back case's 4D image, found by the msd_brats adapter (which skips macOS `._*` files)."""
+def held_back_cases(holdout: Path) -> list[tuple[Path, Path]]:
+    """(4D image, label) of every held-back case, found by the msd_brats adapter (which skips macOS `._*` files)."""
     from voxray.preprocessing.datasets import get_adapter
 
-    case = get_adapter("msd_brats").discover(holdout)[0]
-    return Path(case.images["image"])
+    return [(Path(c.images["image"]), Path(c.label)) for c in get_adapter("msd_brats").discover(holdout)]
 
 
-def region_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice per BraTS region (MSD label values) with empty-and-empty = 1, plus their mean."""
-    out = {}
-    for name, values in REGIONS_MSD.items():
-        p, t = np.isin(pred, values), np.isin(truth, values)
-        denom = p.sum() + t.sum()
-        out[name] = 1.0 if denom == 0 else float(2.0 * (p & t).sum() / denom)
-    out["mean"] = float(np.mean([out[k] for k in REGIONS_MSD]))
-    return out
+def baseline_masks(store_path: str, model_dir: str, images: list[Path]) -> list[np.ndarray]:
+    """Masks of the per-voxel baseline, fitted on the store's labelled (training) cases and run through the served
+    model's own prediction path (same card: transform, task decoding, background rule, inverse to the input grid)."""
+    from voxray.preprocessing.store import Store
+    from voxray.training.data import channel_indices
+    from voxray.training.predict import Predictor, load_images, volume_from_images
+    from voxray.training.registry import read_card
+    from voxray.training.validation import fit_store_baseline
+
+    card = read_card(model_dir)
+    store = Store.open(store_path)
+    baseline = fit_store_baseline(store, store.labelled_case_ids(), card["task"], store.metadata(),
+                                  channels=channel_indices(store.channels, card["channels"]))
+    predictor = Predictor(baseline, card)
+    return [predictor.predict(volume_from_images(load_images(p), predictor.channels)) for p in images]
+
+
+def quality_table(model: list[dict[str, float]], baseline: list[dict[str, float]]) -> list[dict]:
+    """Rows region → model Dice, baseline Dice, gain (means over cases), with the number of cases."""
+    rows = []
+    for region in model[0]:
+        m = float(np.mean([d[region] for d in model]))
+        b = float(np.mean([d[region] for d in baseline]))
+        rows.append({"region": region, "model_dice": round(m, 4), "baseline_dice": round(b, 4),
+                     "gain": round(m - b, 4), "cases": len(model)})
+    return rows
 
 
 def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, out: Path) -> Path:
@@ -129,11 +147,13 @@ def _store_preview(store_path: str) -> str:
 
 
 def run_demo(job_path: Path) -> DemoResult:
-    """Run the demo pipeline and check the served model on a held-back case; Serve is shut down at the end."""
+    """Run the demo pipeline and check the served model on the held-back cases; Serve is shut down at the end."""
     import nibabel as nib
 
     from voxray.platform.pipeline import run_pipeline
     from voxray.platform.runtime import ray_runtime
+    from voxray.training.metrics import label_map_dice
+    from voxray.training.registry import read_card
 
     job = load_job(job_path)
     if not isinstance(job, PipelineJob) or job.preprocess is None or job.serve is None:
@@ -145,6 +165,7 @@ def run_demo(job_path: Path) -> DemoResult:
         os.environ[key_env] = secrets.token_urlsafe(24)  # a throwaway key for this demo process
     timings = {"synth_s": time.perf_counter() - t0}
     work = Path(job.train.output).parent
+    cases = held_back_cases(holdout)
     with ray_runtime(job.ray):
         t1 = time.perf_counter()
         res = run_pipeline(job)
@@ -153,22 +174,35 @@ def run_demo(job_path: Path) -> DemoResult:
             raise JobFailed(res.message or "demo pipeline failed")
         try:
             url = res.summary["serve.url"]
-            case = held_back_case(holdout)
             t2 = time.perf_counter()
-            mask_path = request_prediction(url, case, os.environ.get(key_env) if key_env else None,
-                                           work / "prediction" / f"{case.name.removesuffix('.nii.gz')}_mask.nii.gz")
-            timings["request_s"] = time.perf_counter() - t2
+            masks = [request_prediction(url, image, os.environ.get(key_env) if key_env else None,
+                                        work / "prediction" / f"{image.name.removesuffix('.nii.gz')}_mask.nii.gz")
+                     for image, _ in cases]
+            timings["requests_s"] = time.perf_counter() - t2
         finally:
             from ray import serve
 
             serve.shutdown()
-    pred_img = nib.load(mask_path)
-    truth_img = nib.load(case.parent.parent / "labelsTr" / case.name)
-    pred, truth = np.asarray(pred_img.dataobj).astype(np.uint8), np.asarray(truth_img.dataobj).astype(np.uint8)
-    if pred.shape != truth.shape or not np.allclose(pred_img.affine, truth_img.affine, atol=1e-4):
-        raise VoxrayError(f"returned mask geometry {pred.shape} does not match the input {truth.shape}")
-    flair = np.asarray(nib.load(case).dataobj)[..., 0]
-    png = overlay_png(flair, truth, pred, work / "prediction" / "overlay.png")
+    model_dir = str(res.summary.get("tune.model") or res.summary["train.model"])
+    card = read_card(model_dir)
+    t3 = time.perf_counter()
+    base = baseline_masks(str(res.summary["preprocess.store"]), model_dir, [image for image, _ in cases])
+    timings["baseline_s"] = time.perf_counter() - t3
+    model_dice, base_dice = [], []
+    for (image, label), mask_path, base_mask in zip(cases, masks, base):
+        pred_img, truth_img = nib.load(mask_path), nib.load(label)
+        pred, truth = np.asarray(pred_img.dataobj).astype(np.uint8), np.asarray(truth_img.dataobj).astype(np.uint8)
+        if pred.shape != truth.shape or not np.allclose(pred_img.affine, truth_img.affine, atol=1e-4):
+            raise VoxrayError(f"returned mask geometry {pred.shape} does not match the input {truth.shape}")
+        model_dice.append(label_map_dice(pred, truth, card["task"], card))
+        base_dice.append(label_map_dice(base_mask, truth, card["task"], card))
+    image, label = cases[0]
+    flair = np.asarray(nib.load(image).dataobj)[..., 0]
+    truth0 = np.asarray(nib.load(label).dataobj).astype(np.uint8)
+    png = overlay_png(flair, truth0, np.asarray(nib.load(masks[0]).dataobj).astype(np.uint8),
+                      work / "prediction" / "overlay.png")
     artefacts = _artefacts(res.summary)
-    artefacts.update({"dataset": str(root), "held_back_case": str(case), "mask": str(mask_path), "overlay": str(png)})
-    return DemoResult(dice=region_dice(pred, truth), artefacts=artefacts, timings=timings, tables=res.tables)
+    artefacts.update({"dataset": str(root), "held_back_cases": str(holdout), "masks": str(masks[0].parent),
+                      "overlay": str(png)})
+    return DemoResult(quality=quality_table(model_dice, base_dice), artefacts=artefacts, timings=timings,
+                      tables=res.tables)

@@ -46,7 +46,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_progress(rows: list[dict[str, Any]], out: Path) -> None:
-    """progress.png: training loss (left) and validation Dice curves (right)."""
+    """progress.png: training loss (left) and validation Dice curves with the per-voxel baseline (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,8 +61,11 @@ def plot_progress(rows: list[dict[str, Any]], out: Path) -> None:
     for name in names:
         pts = [(r["step"], r["value"]) for r in rows if r["name"] == name]
         ax_v.plot(*zip(*pts), marker="o", ms=3, label=name[4:], lw=2 if name == "val/dice_mean" else 1)
+    base = [r["value"] for r in rows if r["name"] == "baseline/dice_mean"]
+    if base:  # the non-learned reference on the same validation cases
+        ax_v.axhline(base[-1], color="grey", ls="--", lw=1.5, label="per-voxel baseline (mean)")
     ax_v.set(title="validation", xlabel="step", ylim=(0, 1))
-    if names:
+    if names or base:
         ax_v.legend(fontsize=7)
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")

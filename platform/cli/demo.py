@@ -26,8 +26,8 @@ def demo(
     for title, rows in res.tables:
         _output.table(rows, title=title)
     _output.table([{"artefact": k, "path": v} for k, v in res.artefacts.items()], title="artefacts")
-    _output.table([{"region": k, "dice": v} for k, v in res.dice.items()],
-                  title="Dice on the held-back case (mask returned over HTTP)")
+    _output.table(res.quality, title=f"Dice on {res.quality[0]['cases']} held-back cases (masks returned over HTTP) "
+                                     "vs the per-voxel intensity baseline (fitted on the training voxels)")
     _output.result("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
 
 
