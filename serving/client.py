@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import httpx
 
@@ -64,27 +64,41 @@ class Client:
         """The served model's card facts (name, version, channels, labels, metrics)."""
         return self._get("/v1/model").json()
 
-    def _post(self, inputs: Mapping[str, str | Path] | str | Path, fmt: str) -> httpx.Response:
+    def _post(self, inputs: Mapping[str, str | Path] | str | Path, fmt: str, **params: str | None) -> httpx.Response:
         items = inputs.items() if isinstance(inputs, Mapping) else [("image", inputs)]
         handles = [(name, open(path, "rb")) for name, path in items]
+        query = {"format": fmt} | {k: v for k, v in params.items() if v is not None}
         try:
             files = [(name, (Path(fh.name).name, fh, "application/octet-stream")) for name, fh in handles]
-            return self._check(self._http.post("/v1/predict", params={"format": fmt}, files=files))
+            return self._check(self._http.post("/v1/predict", params=query, files=files))
         except httpx.TransportError as exc:
             raise VoxrayError(f"request to {self._http.base_url} failed: {exc}") from None
         finally:
             for _, fh in handles:
                 fh.close()
 
-    def predict(self, inputs: Mapping[str, str | Path] | str | Path, out: str | Path | None = None) -> Any:
-        """Mask for {channel: path} or one 4D path as a nibabel image (written to `out` when given)."""
+    def predict(self, inputs: Mapping[str, str | Path] | str | Path, out: str | Path | None = None, *,
+                tta: str | None = None) -> Any:
+        """Mask for {channel: path} or one 4D path as a nibabel image (written to `out` when given); `tta`:
+        none, mirror or axes such as "0,2" (default: the model card's)."""
         import nibabel as nib
 
-        body = self._post(inputs, "nifti").content
+        body = self._post(inputs, "nifti", tta=tta).content
         if out is not None:
             Path(out).write_bytes(body)
         return nib.Nifti1Image.from_bytes(gzip.decompress(body))
 
-    def predict_json(self, inputs: Mapping[str, str | Path] | str | Path) -> dict:
-        """Per-class volumes (ml) and lesion counts instead of the mask."""
-        return self._post(inputs, "json").json()
+    def predict_outputs(self, inputs: Mapping[str, str | Path] | str | Path, outputs: Sequence[str], *,
+                        tta: str | None = None) -> dict[str, bytes]:
+        """Several outputs in one request (mask, probabilities, uncertainty): {"mask.nii.gz": gzipped NIfTI bytes, …,
+        "summary.json": the `predict_json` answer}."""
+        import io
+        import zipfile
+
+        response = self._post(inputs, "zip", outputs=",".join(outputs), tta=tta)
+        with zipfile.ZipFile(io.BytesIO(response.content)) as zf:
+            return {name: zf.read(name) for name in zf.namelist()}
+
+    def predict_json(self, inputs: Mapping[str, str | Path] | str | Path, *, tta: str | None = None) -> dict:
+        """Per-class volumes (ml), lesion counts and the uncertainty score instead of the mask."""
+        return self._post(inputs, "json", tta=tta).json()

@@ -1,36 +1,41 @@
-"""In-process prediction from a registry entry: NIfTI in, mask in the input's own grid out.
+"""In-process prediction from a registry entry: NIfTI in, mask (and optionally probabilities and uncertainty maps)
+in the input's own grid out.
 
 One path for the CLI, the server and notebooks, built only from the shared pieces:
-`transforms.preprocess_volume` → `inference.sliding_window_predict` → `tasks.decode_logits` →
-`transforms.invert_label`. The server splits `predict` into `prepare` (per request), `infer` (one call per
-`@serve.batch` batch) and `finish` (per request), so batching changes nothing about the result.
+`transforms.preprocess_volume` → `inference.predict_windows` (mirror TTA inside) → `tasks.decode_logits` →
+`transforms.invert_label` / `invert_scores`. The server splits `predict` into `prepare` (per request), `run` (one
+call per `@serve.batch` batch) and `outputs` (per request), so batching changes nothing about the result. Settings
+(window, overlap, windows per forward, device, precision, TTA) come from the card's `inference:` block with
+per-call overrides (`predict_settings.resolve_settings`).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from voxray.platform.errors import DataError
 from voxray.training import tasks
 from voxray.training.channels import match_channels
+from voxray.training.predict_io import (InvalidInput, load_images, mask_image, map_image, probabilities_image,
+                                        reference_image, volume_from_images)
+from voxray.training.predict_settings import InferenceSettings, mirror_axes, resolve_settings
 
 log = logging.getLogger(__name__)
 
 SW_BATCH_CAP = 4
-"""Stacked volumes per forward pass at most: bigger CPU batches thrash caches (measured in benchmarks/serve.py)."""
+"""Requests whose windows share forward passes at most: bigger CPU batches thrash caches (benchmarks/serve.py)."""
 
-__all__ = ["Predictor", "Prepared", "InvalidInput", "volume_from_images", "predict_files", "load_images"]
+OUTPUTS = ("mask", "probabilities", "uncertainty")
 
+__all__ = ["Predictor", "Prepared", "Request", "Inferred", "Prediction", "InvalidInput", "OUTPUTS",
+           "volume_from_images", "predict_files", "predict_images", "output_images", "load_images", "mask_image"]
 
-class InvalidInput(DataError):
-    """Input images a model cannot take: wrong dimensionality, mismatched grids, non-finite values."""
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -41,79 +46,66 @@ class Prepared:
     record: dict
 
 
-def volume_from_images(images: Mapping[str, Any] | Any, channels: Sequence[str]) -> Any:
-    """A `Volume` from nibabel images: {modality: 3D image} (names matched to `channels`, aliases allowed) or one
-    image, 4D with the channels in the model's order on the last axis (3D when the model has one channel).
+@dataclass(frozen=True)
+class Request:
+    """One image's inference: mirror axes (None = the predictor's setting) and whether TTA variance is wanted."""
 
-    Every modality must share one voxel grid (shape and affine); nothing is resampled silently.
-    """
-    from voxray.preprocessing.datasets import Volume
-    from voxray.preprocessing.datasets.nifti_io import same_grid
-
-    if isinstance(images, Mapping):
-        order = match_channels(list(images), list(channels))
-        ref = images[order[0]]
-        for name in order[1:]:
-            img = images[name]
-            if not same_grid(img.shape, img.affine, ref.shape, ref.affine):
-                raise InvalidInput(f"modality {name!r} (shape {tuple(img.shape)}) is not on the grid of {order[0]!r} "
-                                   f"(shape {tuple(ref.shape)}); all modalities must share shape and affine")
-        arrays = [_as_3d(images[n], n) for n in order]
-        data = np.stack(arrays)
-    else:
-        ref = images
-        data = _channels_first(images, len(channels))
-    if not np.isfinite(data).all():
-        raise InvalidInput("image holds NaN or infinite values")
-    return Volume(image=data, label=None, affine=np.asarray(ref.affine, dtype=np.float64), channels=tuple(channels))
+    image: torch.Tensor
+    mirror: tuple[int, ...] | None = None
+    variance: bool = False
 
 
-def _as_3d(img: Any, name: str) -> np.ndarray:
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InvalidInput(f"modality {name!r} must be a 3D image, got shape {tuple(img.shape)}")
-    return data
+@dataclass
+class Inferred:
+    """Logits (K, Z, Y, X) on the model grid and, with TTA and variance asked for, the members' variance."""
+
+    logits: torch.Tensor
+    variance: torch.Tensor | None = None
+    members: int = 1
 
 
-def _channels_first(img: Any, n_channels: int) -> np.ndarray:
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 3 and n_channels == 1:
-        return data[None]
-    if data.ndim == 4 and data.shape[3] == n_channels:
-        return np.moveaxis(data, 3, 0).copy()
-    raise InvalidInput(f"a single image must be 4D with {n_channels} channels on the last axis"
-                       f"{' (or 3D)' if n_channels == 1 else ''}; got shape {tuple(img.shape)}")
+@dataclass
+class Prediction:
+    """Outputs on the input grid: mask (I, J, K) uint8; probabilities (K, I, J, K); entropy and TTA variance maps
+    (I, J, K); `uncertainty` = the per-case score (see `uncertainty.case_score`) plus the TTA member count."""
+
+    mask: np.ndarray
+    uncertainty: dict[str, Any]
+    probabilities: np.ndarray | None = None
+    maps: list[np.ndarray] = field(default_factory=list)
 
 
 class Predictor:
-    """A registry model ready to segment volumes; load once, call many times."""
+    """A registry model ready to segment volumes; load once, call many times.
 
-    def __init__(self, model: torch.nn.Module, card: dict, *, device: str | torch.device = "cpu",
-                 overlap: float = 0.25, amp: bool | None = None, sw_batch_size: int = 2) -> None:
+    `overrides` (window, overlap, batch, device, precision, tta) replace the card's `inference:` settings.
+    """
+
+    def __init__(self, model: torch.nn.Module, card: dict, *, settings: InferenceSettings | None = None,
+                 **overrides: Any) -> None:
         from voxray.preprocessing.transforms import TransformConfig
 
-        self.model = model.eval()
         self.card = card
-        self.device = torch.device(device)
-        self.overlap = overlap
-        self.amp = self.device.type == "cuda" if amp is None else amp
-        self.sw_batch_size = sw_batch_size
-        self.patch = [int(p) for p in card["patch"]]
+        self.settings = settings or resolve_settings(card, **overrides)
+        self.model = model.to(self.settings.device).eval()
         self.transform = TransformConfig.from_dict(card.get("preprocess") or {})
 
     @classmethod
-    def from_registry(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> "Predictor":
-        """Load `<registry>/<name>[/<version>]` onto `device` (bf16 autocast on CUDA unless amp=False)."""
-        from voxray.training.registry import load_model
+    def from_registry(cls, path: str | Path, **overrides: Any) -> "Predictor":
+        """Load `<registry>/<name>[/<version>]` onto the resolved device (the card's, or `device=`)."""
+        from voxray.training.registry import load_model, read_card
 
-        model, card = load_model(path, device)
-        return cls(model, card, device=device, **kwargs)
+        settings = resolve_settings(read_card(path), **overrides)
+        model, card = load_model(path, settings.device)
+        return cls(model, card, settings=settings)
 
     @property
     def channels(self) -> list[str]:
         return list(self.card["channels"])
+
+    def mirror(self, tta: Any = None) -> tuple[int, ...]:
+        """Mirror axes for a request's `tta` (none, mirror, axes; None = the predictor's setting)."""
+        return self.settings.mirror if tta is None else mirror_axes(tta, len(self.settings.window))
 
     def prepare(self, volume: Any) -> Prepared:
         """Forward transform of one `Volume` (channels matched to the card by name, aliases allowed)."""
@@ -133,62 +125,89 @@ class Predictor:
             raise InvalidInput(str(exc)) from None
         return Prepared(image=torch.from_numpy(np.ascontiguousarray(pre.image)), record=pre.record)
 
-    def infer(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def infer(self, images: Sequence[torch.Tensor], *, tta: Any = None,
+              progress: Progress | None = None) -> list[torch.Tensor]:
         """Logits (K, Z, Y, X) per image; images of one shape share forward passes (cross-request batching)."""
-        out: list[torch.Tensor | None] = [None] * len(images)
+        mirror = self.mirror(tta)
+        return [r.logits for r in self.run([Request(img, mirror) for img in images], progress=progress)]
+
+    def run(self, requests: Sequence[Request], progress: Progress | None = None) -> list[Inferred]:
+        """Inference for several requests: same shape and TTA share the window loop and forward passes.
+
+        Where the card says `restrict_to_nonzero`, voxels outside the image's nonzero region are certain
+        background (as in validation) and have no TTA variance.
+        """
+        from voxray.training.inference import count_windows, predict_windows
+
+        s = self.settings
         groups: dict[tuple, list[int]] = {}
-        for i, img in enumerate(images):
-            groups.setdefault(tuple(img.shape), []).append(i)
-        for idx in groups.values():
-            if len(idx) == 1 or len(self.patch) != images[idx[0]].ndim - 1:
-                for i in idx:
-                    out[i] = self._one(images[i])
-            else:
-                for i, logits in zip(idx, self._stacked(torch.stack([images[i] for i in idx]))):
-                    out[i] = logits
-        if self.card.get("restrict_to_nonzero"):  # background outside the body, as in validation (see the card)
-            out = [tasks.restrict_to_nonzero(lg, img, self.card["task"]) for lg, img in zip(out, images)]
+        for i, req in enumerate(requests):
+            mirror = s.mirror if req.mirror is None else tuple(req.mirror)
+            groups.setdefault((tuple(req.image.shape), mirror, req.variance and bool(mirror)), []).append(i)
+        per_image = {key: count_windows(_grid(key[0], s.window), s.window, s.overlap) for key in groups}
+        total, done = sum(per_image[k] * len(idx) for k, idx in groups.items()), 0
+        out: list[Inferred | None] = [None] * len(requests)
+        for key, idx in groups.items():
+            _, mirror, variance = key
+            for start in range(0, len(idx), SW_BATCH_CAP):
+                part = idx[start:start + SW_BATCH_CAP]
+                report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+                res = predict_windows(self.model, torch.stack([requests[i].image for i in part]), s.window,
+                                      s.overlap, batch=s.batch * len(part), device=s.device, precision=s.precision,
+                                      mirror=mirror, variance_task=self.card["task"] if variance else None,
+                                      progress=report)
+                for j, i in enumerate(part):
+                    out[i] = self._restrict(Inferred(res.logits[j], None if res.variance is None else
+                                                     res.variance[j], 2 ** len(mirror)), requests[i].image)
+                done += per_image[key] * len(part)
         return out  # type: ignore[return-value]
 
-    def _one(self, image: torch.Tensor) -> torch.Tensor:
-        from voxray.training.inference import sliding_window_predict
-
-        return sliding_window_predict(self.model, image, self.patch, self.overlap, sw_batch_size=self.sw_batch_size,
-                                      device=self.device, amp=self.amp).cpu()
-
-    @torch.no_grad()
-    def _stacked(self, batch: torch.Tensor) -> torch.Tensor:
-        """Same-shape images (B, C, *S) through one sliding window: windows of every image share forward passes.
-
-        `sliding_window_predict` takes one image; MONAI's window loop takes a batch, so a batch of requests costs
-        about one request's Python overhead. Same windows, same Gaussian blend → the same logits as `_one`.
-        """
-        from monai.inferers import sliding_window_inference
-
-        from voxray.training.inference import first_head
-
-        def net(x: torch.Tensor) -> torch.Tensor:
-            return first_head(self.model(x)).float()
-
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.device.type == "cuda" else nullcontext()
-        with ctx:
-            sw_batch = self.sw_batch_size * min(len(batch), SW_BATCH_CAP)
-            out = sliding_window_inference(batch.to(self.device), self.patch, sw_batch, net, overlap=self.overlap,
-                                           mode="gaussian")
-        return out.float().cpu()
+    def _restrict(self, inferred: Inferred, image: torch.Tensor) -> Inferred:
+        if not self.card.get("restrict_to_nonzero"):  # background outside the body, as in validation (the card)
+            return inferred
+        inferred.logits = tasks.restrict_to_nonzero(inferred.logits, image, self.card["task"])
+        if inferred.variance is not None:
+            inferred.variance = inferred.variance * tasks.nonzero_mask(image).to(inferred.variance.dtype)
+        return inferred
 
     def finish(self, logits: torch.Tensor, record: dict) -> np.ndarray:
         """Logits on the model grid → uint8 mask (I, J, K) on the input's original grid."""
         from voxray.preprocessing.transforms import invert_label
-        from voxray.training.tasks import decode_logits
 
-        label = decode_logits(logits, self.card["task"], self.card)
-        return invert_label(label, record)
+        return invert_label(tasks.decode_logits(logits, self.card["task"], self.card), record)
+
+    def outputs(self, inferred: Inferred, prepared: Prepared, want: Collection[str] = ("mask",)) -> Prediction:
+        """Mask, uncertainty score, and (when in `want`) probabilities and uncertainty maps on the input grid."""
+        from voxray.preprocessing.transforms import invert_label, invert_scores
+        from voxray.training.uncertainty import case_score, member_variance, predictive_entropy
+
+        task = self.card["task"]
+        label = tasks.decode_logits(inferred.logits, task, self.card)
+        probs = tasks.activate(inferred.logits, task)
+        entropy = predictive_entropy(probs, task)
+        score = case_score(entropy, label, tasks.nonzero_mask(prepared.image), task, probs.shape[0]) | {
+            "tta_members": inferred.members}
+        pred = Prediction(mask=invert_label(label, prepared.record), uncertainty=score)
+        if "probabilities" in want:
+            fill = [1.0] + [0.0] * (probs.shape[0] - 1) if tasks.activation(task) == "softmax" else None
+            pred.probabilities = invert_scores(probs.numpy(), prepared.record,
+                                               fill if fill is not None else [0.0] * probs.shape[0])
+        if "uncertainty" in want:
+            maps = [entropy] + ([member_variance(inferred.variance)] if inferred.variance is not None else [])
+            pred.maps = list(invert_scores(torch.stack(maps).numpy(), prepared.record, [0.0] * len(maps)))
+        return pred
 
     def predict(self, volume: Any) -> np.ndarray:
         """Mask (I, J, K) uint8 in the grid of `volume` (its original shape and affine)."""
         prepared = self.prepare(volume)
         return self.finish(self.infer([prepared.image])[0], prepared.record)
+
+    def predict_full(self, volume: Any, outputs: Collection[str] = ("mask",), *, tta: Any = None,
+                     progress: Progress | None = None) -> Prediction:
+        """Every requested output of one volume (see `outputs`); `tta` overrides the predictor's TTA."""
+        prepared = self.prepare(volume)
+        req = Request(prepared.image, self.mirror(tta), variance="uncertainty" in outputs)
+        return self.outputs(self.run([req], progress=progress)[0], prepared, outputs)
 
     def predict_many(self, volumes: Sequence[Any]) -> list[np.ndarray]:
         """Masks for several volumes, batching forward passes across same-shape inputs."""
@@ -197,42 +216,31 @@ class Predictor:
         return [self.finish(lg, p.record) for lg, p in zip(logits, prepared)]
 
 
-def load_images(inputs: Mapping[str, str | Path] | str | Path) -> Mapping[str, Any] | Any:
-    """nibabel images from {modality: path} or one path (4D, or 3D for one-channel models)."""
-    import nibabel as nib
-
-    def _load(p: str | Path) -> Any:
-        path = Path(p)
-        if not path.is_file():
-            raise InvalidInput(f"input file {str(path)!r} does not exist")
-        try:
-            img = nib.load(str(path))
-            img.header  # noqa: B018 - force header parsing here, so a non-NIfTI fails with a clear message
-            return img
-        except Exception as exc:  # nibabel raises many types for unknown formats
-            raise InvalidInput(f"{path}: not a readable NIfTI ({type(exc).__name__}: {exc})") from None
-
-    if isinstance(inputs, Mapping):
-        return {name: _load(p) for name, p in inputs.items()}
-    return _load(inputs)
+def _grid(shape: tuple[int, ...], window: Sequence[int]) -> tuple[int, ...]:
+    """The spatial shape the window slides over: (Y, X) of every slice for a 2D window on a 3D image."""
+    return tuple(shape[-len(window):])
 
 
-def mask_image(mask: np.ndarray, like: Any) -> Any:
-    """A uint8 NIfTI of `mask` with the geometry (affine, qform/sform) of the input image `like`."""
-    import nibabel as nib
+def predict_images(predictor: Predictor, inputs: Mapping[str, str | Path] | str | Path,
+                   outputs: Collection[str] = ("mask",), *, tta: Any = None,
+                   progress: Progress | None = None) -> tuple[Prediction, Any]:
+    """Predict from files ({modality: path} or one 4D path) → (Prediction, the image whose geometry outputs copy)."""
+    images = load_images(inputs)
+    volume = volume_from_images(images, predictor.channels)
+    return predictor.predict_full(volume, outputs, tta=tta, progress=progress), reference_image(images)
 
-    header = like.header.copy()
-    header.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image(mask.astype(np.uint8), like.affine, header)
-    img.header.set_data_shape(mask.shape)
-    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
-    return img
+
+def output_images(prediction: Prediction, like: Any) -> dict[str, Any]:
+    """NIfTI images of the prediction on `like`'s geometry: mask, and probabilities / uncertainty when computed."""
+    out = {"mask": mask_image(prediction.mask, like)}
+    if prediction.probabilities is not None:
+        out["probabilities"] = probabilities_image(prediction.probabilities, like)
+    if prediction.maps:
+        out["uncertainty"] = map_image(prediction.maps, like)
+    return out
 
 
 def predict_files(predictor: Predictor, inputs: Mapping[str, str | Path] | str | Path) -> Any:
     """Predict from files ({modality: path} or one 4D path) → nibabel mask image in the input geometry."""
-    images = load_images(inputs)
-    volume = volume_from_images(images, predictor.channels)
-    like = next(iter(images.values())) if isinstance(images, Mapping) else images
-    mask = predictor.predict(volume)
-    return mask_image(mask, like)
+    prediction, like = predict_images(predictor, inputs)
+    return mask_image(prediction.mask, like)

@@ -19,24 +19,24 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProgressBar", "progress_interval", "format_line", "INTERVAL_ENV"]
+__all__ = ["ProgressBar", "WindowProgress", "progress_interval", "format_line", "INTERVAL_ENV"]
 
 INTERVAL_ENV = "VOXRAY_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL = 30.0
 
 
-def progress_interval() -> float:
-    """Seconds between progress lines in non-terminal output (`VOXRAY_PROGRESS_INTERVAL`, default 30)."""
+def progress_interval(default: float = DEFAULT_INTERVAL) -> float:
+    """Seconds between progress lines in non-terminal output (`VOXRAY_PROGRESS_INTERVAL`, else `default`)."""
     raw = os.environ.get(INTERVAL_ENV)
     if raw is None or raw.strip() == "":
-        return DEFAULT_INTERVAL
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if value < 0:
-        log.warning("%s=%r is not a number of seconds ≥ 0; using %g", INTERVAL_ENV, raw, DEFAULT_INTERVAL)
-        return DEFAULT_INTERVAL
+        log.warning("%s=%r is not a number of seconds ≥ 0; using %g", INTERVAL_ENV, raw, default)
+        return default
     return value
 
 
@@ -126,3 +126,57 @@ class ProgressBar:
             self._update(final=True)
             if self.tty:
                 self.bar.stop()
+
+
+PREDICT_INTERVAL = 5.0
+"""Default seconds between `predict` progress lines: a volume takes tens of seconds, not hours."""
+
+
+class WindowProgress:
+    """`predict` progress as a callback `(windows_done, windows_total)`: a bar on a terminal, else a line (windows
+    done, windows/s, ETA) every `line_interval` seconds and at the end. Writes to stderr by default, so `--json`
+    output on stdout stays machine-readable."""
+
+    def __init__(self, label: str = "predict", *, stream: IO[str] | None = None,
+                 line_interval: float | None = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.line_interval = progress_interval(PREDICT_INTERVAL) if line_interval is None else max(line_interval, 0)
+        self.bar: Any = None
+        self._start = self._last = 0.0
+        self._done = -1
+
+    def __enter__(self) -> "WindowProgress":
+        self._start = self._last = time.monotonic()
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                                TimeRemainingColumn(), console=Console(file=self.stream))
+            self.task = self.bar.add_task(self.label, total=None)
+            self.bar.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        if done == self._done or (done < total and now - self._last < self.line_interval):
+            return
+        self._done, self._last = done, now
+        self.stream.write(self.line(done, total, now - self._start) + "\n")
+        self.stream.flush()
+
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        """`predict: windows 120/504 (24%)  3.10 windows/s  ETA 2m04s`."""
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = _duration((total - done) / rate) if rate > 0 and done < total else "-"
+        return (f"{self.label}: windows {done}/{total} ({100 * done / max(total, 1):.0f}%)  {rate:.2f} windows/s  "
+                f"ETA {eta}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()

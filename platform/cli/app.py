@@ -63,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.ClickException):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):  # click/typer turn these into Abort
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, KeyboardInterrupt):
+                _output.error("interrupted")
+                return 130
+            if isinstance(cause, EOFError):
+                _output.error(f"a file or the input ended early (EOFError: {cause or 'no details'})")
+                _output.hint("set VOXRAY_DEBUG=1 to see which read failed")
             return 1
         if debug:
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -17,6 +17,9 @@ Examples:
       --input t1ce=t1ce.nii.gz --input t2=t2.nii.gz --out mask.nii.gz
 
   voxray predict --model registry/brats/3 --input case_0001.nii.gz --out mask.nii.gz    (one 4D image)
+
+  voxray predict --model registry/brats --input case_0001.nii.gz --out mask.nii.gz --tta mirror
+      --probabilities probs.nii.gz --uncertainty entropy.nii.gz --batch 8 --device cuda
 
   voxray predict --url http://127.0.0.1:8000 --input BraTS_001_flair.nii.gz ... --out mask.nii.gz --json
 """
@@ -33,6 +36,7 @@ Examples:
 
 InputOpt = Annotated[list[str], typer.Option("--input", "-i", help="<channel>=<path>, or a path whose file name "
                                              "names the channel, or one 4D NIfTI (repeatable).")]
+_SETTINGS = "Default: the model card's `inference:` block."
 
 
 def predict(
@@ -42,48 +46,123 @@ def predict(
                                                  "(predicts in this process).")] = None,
     url: Annotated[Optional[str], typer.Option("--url", help="A voxray server's base URL (predicts over HTTP).")] = None,
     api_key_env: Annotated[str, typer.Option(help="Env var with the server's API key (--url).")] = "VOXRAY_API_KEY",
-    device: Annotated[str, typer.Option(help="Torch device for --model (cpu, cuda).")] = "cpu",
-    json_: Annotated[bool, typer.Option("--json", help="Print per-class volumes (ml) and lesion counts as JSON.")] = False,
+    probabilities: Annotated[Optional[Path], typer.Option(
+        "--probabilities", help="Write class probabilities here: 4D NIfTI, one volume per class.")] = None,
+    uncertainty: Annotated[Optional[Path], typer.Option(
+        "--uncertainty", help="Write predictive entropy here (4D with the TTA member variance as 2nd volume "
+                              "when TTA is on).")] = None,
+    tta: Annotated[Optional[str], typer.Option(
+        "--tta", help=f"Mirror test-time augmentation: none, mirror (all axes) or axes such as 0,2. {_SETTINGS}",
+        show_default=False)] = None,
+    window: Annotated[Optional[str], typer.Option(
+        "--window", help=f"Sliding window: 64 (a cube) or 64,64,32 (--model). {_SETTINGS}", show_default=False)] = None,
+    overlap: Annotated[Optional[float], typer.Option("--overlap", help=f"Window overlap 0–0.95 (--model). {_SETTINGS}",
+                                                     show_default=False)] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help=f"Windows per forward pass (--model). {_SETTINGS}",
+                                                 show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda, cuda:N (--model). {_SETTINGS}",
+                                                  show_default=False)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=f"auto, fp32, bf16, fp16 (--model). {_SETTINGS}",
+                                                     show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print per-class volumes (ml), lesion counts and the "
+                                                       "uncertainty score as JSON.")] = False,
 ) -> None:
     """Segment one volume with a registry model, in-process (--model) or on a server (--url)."""
     if (model is None) == (url is None):
         raise VoxrayError("give exactly one of --model (in-process) or --url (a running server)")
-    if out is None and not json_:
-        raise VoxrayError("nothing to do: give --out mask.nii.gz and/or --json")
+    if out is None and probabilities is None and uncertainty is None and not json_:
+        raise VoxrayError("nothing to do: give --out mask.nii.gz (and/or --probabilities, --uncertainty, --json)")
+    files = {"mask": out, "probabilities": probabilities, "uncertainty": uncertainty}
     if model is not None:
-        shape, summary = _predict_local(model, inputs, device, out)
+        overrides = {"window": _window(window), "overlap": overlap, "batch": batch, "device": device,
+                     "precision": precision, "tta": None if tta is None else _tta(tta)}
+        summary = _predict_local(model, inputs, files, overrides)
     else:
-        shape, summary = _predict_remote(url, inputs, api_key_env, out, json_)
-    if out is not None:
-        _output.result(f"wrote {out} (shape {shape})")
+        local_only = [f"--{k}" for k, v in {"window": window, "overlap": overlap, "batch": batch, "device": device,
+                                             "precision": precision}.items() if v is not None]
+        if local_only:
+            raise VoxrayError(f"{', '.join(local_only)} apply to --model only: a server uses its own settings")
+        summary = _predict_remote(url, inputs, api_key_env, files, tta)
+    say = _output.result if not json_ else (lambda m: _output.err_console.print(m, highlight=False))  # JSON alone
+    for name, path in files.items():
+        if path is not None:
+            say(f"wrote {name} {path} (shape {tuple(summary['shapes'][name])})")
+    unc = summary["uncertainty"]
+    say(f"uncertainty: mean entropy {unc['score']:.4f} (max {unc['max_entropy']:.3f}) over the "
+                   f"predicted {'foreground' if unc['region'] == 'foreground' else 'scan (nothing predicted)'}, "
+                   f"{unc['voxels']} voxels, TTA members {unc['tta_members']}")
     if json_:
+        summary.pop("shapes")
         _output.as_json(summary)
 
 
-def _predict_local(model: str, inputs: list[str], device: str, out: Path | None):
+def _window(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
+    except ValueError:
+        raise VoxrayError(f"--window {text!r}: give 1 size (a cube) or one per axis, e.g. 64 or 64,64,32") from None
+
+
+def _tta(text: str) -> Any:
+    from voxray.platform.specs.inference import parse_tta
+
+    try:
+        return parse_tta(text)
+    except ValueError as exc:
+        raise VoxrayError(f"--tta: {exc}") from None
+
+
+def _predict_local(model: str, inputs: list[str], files: dict[str, Path | None], overrides: dict[str, Any]) -> dict:
     from voxray.serving.stats import mask_summary
     from voxray.training.channels import name_inputs
-    from voxray.training.predict import Predictor, predict_files
+    from voxray.training.predict import Predictor, output_images, predict_images
+    from voxray.training.progress import WindowProgress
+    from voxray.training.registry import read_card
 
-    predictor = Predictor.from_registry(model, device=device)
-    image = predict_files(predictor, name_inputs(inputs, predictor.channels))
-    if out is not None:
-        image.to_filename(str(out))
-    mask = image.get_fdata(dtype="float32").astype("uint8")
-    return tuple(mask.shape), mask_summary(mask, image.affine, predictor.card)
+    window = overrides.pop("window")
+    if window is not None and len(window) == 1:
+        window = window * int(read_card(model).get("spatial_dims") or 3)
+    predictor = Predictor.from_registry(model, window=window, **overrides)
+    _output.err_console.print(f"predict: {predictor.card.get('name')} v{predictor.card.get('version')}, "
+                              f"{predictor.settings.describe()}", highlight=False)
+    wanted = [k for k, v in files.items() if v is not None or k == "mask"]
+    with WindowProgress() as progress:
+        prediction, like = predict_images(predictor, name_inputs(inputs, predictor.channels), wanted,
+                                          progress=progress)
+    images = output_images(prediction, like)
+    for name, path in files.items():
+        if path is not None:
+            images[name].to_filename(str(path))
+    return mask_summary(prediction.mask, like.affine, predictor.card) | {
+        "uncertainty": prediction.uncertainty, "shapes": {k: list(v.shape) for k, v in images.items()}}
 
 
-def _predict_remote(url: str, inputs: list[str], api_key_env: str, out: Path | None, want_json: bool):
+def _predict_remote(url: str, inputs: list[str], api_key_env: str, files: dict[str, Path | None],
+                    tta: str | None) -> dict:
+    import gzip
+    import json
+
+    import nibabel as nib
+
     from voxray.serving.client import Client
     from voxray.training.channels import name_inputs
 
+    wanted = [k for k, v in files.items() if v is not None]
     with Client(url, api_key_env=api_key_env) as client:
-        channels = client.model()["channels"]
-        named = name_inputs(inputs, channels)
-        image = client.predict(named, out=out) if out is not None or not want_json else None
-        summary = client.predict_json(named) if want_json else None
-    shape = tuple(image.shape) if image is not None else tuple((summary or {}).get("shape", ()))
-    return shape, summary
+        named = name_inputs(inputs, client.model()["channels"])
+        if not wanted:
+            return client.predict_json(named, tta=tta) | {"shapes": {}}
+        bodies = client.predict_outputs(named, wanted, tta=tta)
+    summary = json.loads(bodies.pop("summary.json"))
+    shapes = {}
+    for name in wanted:
+        raw = bodies[f"{name}.nii.gz"]
+        path = Path(files[name])  # type: ignore[arg-type]
+        path.write_bytes(raw if path.name.endswith(".gz") else gzip.decompress(raw))
+        shapes[name] = list(nib.Nifti1Image.from_bytes(gzip.decompress(raw)).shape)
+    return summary | {"shapes": shapes}
 
 
 def serve(
