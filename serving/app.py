@@ -2,7 +2,9 @@
 
 POST /v1/predict  multipart, one NIfTI per channel (field = channel name, aliases allowed) or one 4D NIfTI
                   (any field name, or a raw application/octet-stream body) → mask .nii.gz, or JSON with
-                  `?format=json` (per-class volume in ml, lesion counts).
+                  `?format=json` (per-class volume in ml, lesion counts, uncertainty score);
+                  `?outputs=mask,probabilities,uncertainty` (or `?format=zip`) → a zip of those NIfTI + summary.json;
+                  `?tta=none|mirror|0,2` overrides the card's mirror test-time augmentation.
 GET  /v1/model    card facts;  GET /healthz  liveness;  GET /readyz  model loaded;  GET /docs  OpenAPI UI.
 
 Auth (see docs/serving.md): an ASGI middleware checks the bearer key before routing, so nothing — query validation,
@@ -45,8 +47,9 @@ _UPLOAD_DOC = {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
-    "responses": {"200": {"content": {"application/gzip": {}, "application/json": {}},
-                          "description": "mask .nii.gz in the input geometry, or JSON stats with ?format=json"}},
+    "responses": {"200": {"content": {"application/gzip": {}, "application/zip": {}, "application/json": {}},
+                          "description": "mask .nii.gz in the input geometry; a zip with ?outputs=… beyond the "
+                                         "mask; JSON stats (volumes, lesions, uncertainty score) with ?format=json"}},
 }
 
 
@@ -134,27 +137,43 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
         return JSONResponse(service.model_info())
 
     @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
-    async def predict(request: Request, format: Literal["nifti", "json"] = Query("nifti")) -> Response:
+    async def predict(request: Request, format: Literal["nifti", "json", "zip"] = Query("nifti"),
+                      outputs: str = Query("mask", description="Comma-separated: mask, probabilities, uncertainty; "
+                                                               "more than the mask → a zip"),
+                      tta: str | None = Query(None, description="none, mirror or axes such as 0,2 (default: the "
+                                                                "model card's)")) -> Response:
         """Segment the uploaded volume; the mask comes back on the input's grid (shape and affine)."""
         held = service.budget.hold()  # memory admission: reserve before reading, then before decoding
         try:
+            wanted, mirror = service.options(outputs, tta)
             length = request.headers.get("content-length")
             check_content_length(length, service.limits)
             held.resize(upload_bytes(length, service.limits), "the upload")
             files = await read_files(request, service)
-            held.resize(await asyncio.to_thread(service.request_cost, files))
-            mask, like = await service.segment(files)
+            held.resize(await asyncio.to_thread(service.request_cost, files, wanted, mirror))
+            prediction, like = await service.segment(files, wanted, mirror)
+            summary = mask_summary(prediction.mask, like.affine, service.card) | {
+                "uncertainty": prediction.uncertainty, "model": service.card.get("name"),
+                "version": service.card.get("version")}
             if format == "json":
-                return JSONResponse(mask_summary(mask, like.affine, service.card) | {
-                    "model": service.card.get("name"), "version": service.card.get("version")})
-            body = await asyncio.to_thread(service.mask_bytes, mask, like)
+                return JSONResponse(summary)
+            zipped = format == "zip" or wanted != ("mask",)
+            if not zipped:
+                body = await asyncio.to_thread(service.mask_bytes, prediction.mask, like)
+            else:
+                body = await asyncio.to_thread(service.zip_bytes, prediction, like, summary)
         except UploadError as exc:
             log.info("refused request: %s %s", exc.status, exc)
             return _error(exc.status, str(exc))
         finally:
             held.release()
-        return Response(body, media_type="application/gzip",
-                        headers={"Content-Disposition": 'attachment; filename="mask.nii.gz"'})
+        headers = {"X-Voxray-Uncertainty": str(prediction.uncertainty["score"]),
+                   "X-Voxray-TTA-Members": str(prediction.uncertainty["tta_members"])}
+        if not zipped:
+            return Response(body, media_type="application/gzip",
+                            headers=headers | {"Content-Disposition": 'attachment; filename="mask.nii.gz"'})
+        return Response(body, media_type="application/zip",
+                        headers=headers | {"Content-Disposition": 'attachment; filename="prediction.zip"'})
 
     return app
 

@@ -14,7 +14,7 @@ from ray import serve
 from voxray.serving.app import build_app
 from voxray.serving.service import ModelService
 from voxray.serving.validation import Limits
-from voxray.training.predict import Predictor
+from voxray.training.predict import Inferred, Predictor, Request
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ class ReplicaConfig:
     limits: dict
     public_docs: bool = False
     use_gpu: bool = False
-    overlap: float = 0.25
+    overlap: float | None = None
+    """Sliding-window overlap; None = the model card's `inference.overlap`."""
     num_threads: int = 1
     max_batch_size: int = 4
     batch_wait_timeout_s: float = 0.05
@@ -67,14 +68,15 @@ class VoxrayModel:
                 "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
-    async def infer(self, image: torch.Tensor) -> torch.Tensor:
-        return await self.infer_batch(image)
+    async def infer(self, request: Request) -> Inferred:
+        return await self.infer_batch(request)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def infer_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Logits for every request in the batch from shared forward passes, computed off the event loop."""
-        self.batch_sizes = (self.batch_sizes + [len(images)])[-1000:]
-        return await asyncio.to_thread(self.service.predictor.infer, images)
+    async def infer_batch(self, requests: list[Request]) -> list[Inferred]:
+        """Logits for every request in the batch from shared forward passes (requests of one shape and TTA setting
+        share them), computed off the event loop."""
+        self.batch_sizes = (self.batch_sizes + [len(requests)])[-1000:]
+        return await asyncio.to_thread(self.service.predictor.run, requests)
 
 
 def build_deployment(cfg: ReplicaConfig, *, min_replicas: int = 1, max_replicas: int = 1,

@@ -12,17 +12,18 @@ import logging
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from voxray.serving.admission import MemoryBudget, decode_cost
 from voxray.serving.auth import authorized
 from voxray.serving.validation import Limits, UploadError, decode_nifti
 from voxray.training.channels import ChannelMismatch, canonical
-from voxray.training.predict import InvalidInput, Predictor, mask_image, volume_from_images
+from voxray.training.predict import (OUTPUTS, Inferred, InvalidInput, Prediction, Predictor, Request, output_images,
+                                     volume_from_images)
+from voxray.training.predict_settings import InvalidSettings
 
 log = logging.getLogger(__name__)
 
-InferFn = Callable[[torch.Tensor], Awaitable[torch.Tensor]]
+InferFn = Callable[[Request], Awaitable[Inferred]]
 
 
 class ModelService:
@@ -49,12 +50,30 @@ class ModelService:
         """Public facts from the model card (GET /v1/model)."""
         c = self.card
         return {k: c.get(k) for k in ("name", "version", "created", "channels", "labels", "label_encoding",
-                                      "regions", "task", "spatial_dims", "patch", "metrics")} | {
+                                      "regions", "task", "spatial_dims", "patch", "metrics", "inference")} | {
             "architecture": (c.get("model") or {}).get("name")}
 
-    def request_cost(self, files: Mapping[str, bytes]) -> int:
-        """Estimated peak bytes of serving `files`, from their headers (see admission.decode_cost)."""
-        return decode_cost(files, self.limits, int(self.card.get("out_channels") or 1))
+    def request_cost(self, files: Mapping[str, bytes], outputs: Sequence[str] = ("mask",),
+                     mirror: Sequence[int] = ()) -> int:
+        """Estimated peak bytes of serving `files`, from their headers (see admission.decode_cost): logits, plus the
+        TTA mean/variance channels, probabilities and uncertainty maps when asked for, count as output channels."""
+        k = int(self.card.get("out_channels") or 1)
+        channels = k * (2 if mirror and "uncertainty" in outputs else 1)
+        channels += 2 * k * ("probabilities" in outputs) + 2 * ("uncertainty" in outputs)
+        return decode_cost(files, self.limits, channels)
+
+    def options(self, outputs: str, tta: str | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """(outputs, mirror axes) from the query strings `outputs=mask,uncertainty` and `tta=none|mirror|0,2`."""
+        from voxray.platform.specs.inference import parse_tta
+
+        wanted = tuple(dict.fromkeys(o.strip() for o in outputs.split(",") if o.strip())) or ("mask",)
+        unknown = [o for o in wanted if o not in OUTPUTS]
+        if unknown:
+            raise UploadError(422, f"unknown outputs {unknown}; choose from {', '.join(OUTPUTS)}")
+        try:
+            return wanted, self.predictor.mirror(None if tta is None else parse_tta(tta))
+        except (ValueError, InvalidSettings) as exc:
+            raise UploadError(422, f"tta: {exc}") from None
 
     def is_single_image(self, names: list[str]) -> bool:
         """One upload that does not name a channel (or a one-channel model) is a 4D (or 3D) image."""
@@ -79,23 +98,47 @@ class ModelService:
         except (ChannelMismatch, InvalidInput) as exc:
             raise UploadError(422, str(exc)) from None
 
-    async def segment(self, files: Mapping[str, bytes]) -> tuple[np.ndarray, Any]:
-        """Mask (I, J, K) uint8 in the uploaded grid, and the image whose geometry it shares."""
+    async def segment(self, files: Mapping[str, bytes], outputs: Sequence[str] = ("mask",),
+                      mirror: Sequence[int] | None = None) -> tuple[Prediction, Any]:
+        """The prediction (mask (I, J, K) uint8 in the uploaded grid, uncertainty score, requested maps) and the
+        image whose geometry it shares; `mirror` = TTA axes (None: the model card's default)."""
         volume, like = await asyncio.to_thread(self.decode, files)
         try:
             prepared = await asyncio.to_thread(self.predictor.prepare, volume)
         except (ChannelMismatch, InvalidInput) as exc:
             raise UploadError(422, str(exc)) from None
-        logits = await self._infer(prepared.image)
-        mask = await asyncio.to_thread(self.predictor.finish, logits, prepared.record)
-        return mask, like
+        request = Request(prepared.image, None if mirror is None else tuple(mirror), "uncertainty" in outputs)
+        inferred = await self._infer(request)
+        prediction = await asyncio.to_thread(self.predictor.outputs, inferred, prepared, outputs)
+        return prediction, like
 
-    async def _infer_unbatched(self, image: torch.Tensor) -> torch.Tensor:
-        return (await asyncio.to_thread(self.predictor.infer, [image]))[0]
+    async def _infer_unbatched(self, request: Request) -> Inferred:
+        return (await asyncio.to_thread(self.predictor.run, [request]))[0]
 
     @staticmethod
-    def mask_bytes(mask: np.ndarray, like: Any) -> bytes:
-        """The mask as gzipped NIfTI bytes with the input's affine and header geometry."""
+    def nifti_bytes(img: Any) -> bytes:
+        """A NIfTI image as gzipped bytes (deterministic: no timestamp)."""
         import gzip
 
-        return gzip.compress(mask_image(mask, like).to_bytes(), compresslevel=1, mtime=0)  # deterministic bytes
+        return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+
+    @classmethod
+    def mask_bytes(cls, mask: np.ndarray, like: Any) -> bytes:
+        """The mask as gzipped NIfTI bytes with the input's affine, header geometry and exact shape."""
+        from voxray.training.predict import mask_image
+
+        return cls.nifti_bytes(mask_image(mask, like))
+
+    @classmethod
+    def zip_bytes(cls, prediction: Prediction, like: Any, summary: Mapping[str, Any]) -> bytes:
+        """mask / probabilities / uncertainty .nii.gz (those computed) and summary.json in one zip."""
+        import io
+        import json
+        import zipfile
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:  # members are gzipped already
+            for name, img in output_images(prediction, like).items():
+                zf.writestr(f"{name}.nii.gz", cls.nifti_bytes(img))
+            zf.writestr("summary.json", json.dumps(summary, indent=2))
+        return buf.getvalue()

@@ -63,8 +63,9 @@ class ServeSpec(StrictModel):
     """CPUs reserved per replica; also the replica's torch thread count (rounded up)."""
     use_gpu: bool = False
     """One GPU per replica (bf16 autocast)."""
-    sw_overlap: float = Field(default=0.25, ge=0, lt=1)
-    """Sliding-window overlap at inference."""
+    sw_overlap: float | None = Field(default=None, ge=0, lt=1)
+    """Sliding-window overlap at inference; null = the model card's `inference.overlap` (0.25 unless trained with
+    another). Window, batch and TTA default to the card too; a request may choose TTA (`?tta=`)."""
     api_key_env: str | None = "VOXRAY_API_KEY"
     """Env var holding the bearer API key (several comma-separated keys allow rotation); null = no key, which
     needs `allow_anonymous: true` and a loopback host."""

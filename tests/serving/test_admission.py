@@ -33,9 +33,9 @@ def uploads() -> dict[str, bytes]:
 
 
 def _service(predictor, budget: int, delay_s: float = 0.5) -> ModelService:
-    async def slow_infer(image):  # a model that takes a while, so requests overlap
+    async def slow_infer(request):  # a model that takes a while, so requests overlap
         await asyncio.sleep(delay_s)
-        return (await asyncio.to_thread(predictor.infer, [image]))[0]
+        return (await asyncio.to_thread(predictor.run, [request]))[0]
 
     return ModelService(predictor, Limits(**LIMITS, max_inflight_bytes=budget), [key_digest(KEY)], infer=slow_infer)
 

@@ -174,3 +174,32 @@ def test_bad_inputs_get_4xx_and_server_stays_up(server, images):
     assert stats["peak_rss_mb"] < 2000, stats  # a 32 MiB bomb or a 4000³ header never got inflated
     assert http.get("/healthz").status_code == 200
     assert _mask(http.post("/v1/predict", headers=AUTH, files=good)).shape == flair.shape
+
+
+def test_tta_mixes_in_batches_and_cli_fetches_every_output(server, images, tmp_path):
+    """Requests with different TTA share a replica's batches but keep their own setting; `voxray predict --url`
+    writes the mask, probabilities and uncertainty from one zip response."""
+    from voxray.platform.cli.app import main
+
+    url, http, _ = server
+    files = _files(images)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda tta: http.post("/v1/predict", headers=AUTH, files=files,
+                                                      params={"format": "json", "tta": tta}).json(),
+                                ["none", "mirror", "none", "mirror"]))
+    assert [a["uncertainty"]["tta_members"] for a in answers] == [1, 8, 1, 8]
+    assert answers[0] == answers[2] and answers[1]["uncertainty"] == answers[3]["uncertainty"]
+    path = tmp_path / "case_flair.nii.gz"
+    images["flair"].to_filename(str(path))
+    images["t1gd"].to_filename(str(tmp_path / "case_t1gd.nii.gz"))
+    out = {k: tmp_path / f"{k}.nii.gz" for k in ("m", "p", "u")}
+    os.environ["VOXRAY_API_KEY_FOR_CLI"] = KEY
+    try:
+        code = main(["predict", "--url", url, "--api-key-env", "VOXRAY_API_KEY_FOR_CLI", "-i", str(path),
+                     "-i", str(tmp_path / "case_t1gd.nii.gz"), "-o", str(out["m"]), "--probabilities",
+                     str(out["p"]), "--uncertainty", str(out["u"]), "--tta", "mirror"])
+    finally:
+        os.environ.pop("VOXRAY_API_KEY_FOR_CLI")
+    assert code == 0
+    shape = images["flair"].shape
+    assert [nib.load(str(out[k])).shape for k in "mpu"] == [shape, (*shape, 3), (*shape, 2)]
