@@ -139,7 +139,7 @@ def match_weights(model_state: Mapping[str, torch.Tensor], source: Source, spec:
     index, notes, bad = _channel_plan(init, source, channels)
     problems += bad
     src_out = source_outputs(source.card)
-    out_index = None if src_out is None else _index(outputs, src_out)
+    out_index = None if src_out is None else _index(outputs, src_out, init.output_map)
     head_ok = out_index is not None and None not in out_index and (
         tasks.activation(source.card["task"]) == tasks.activation(spec.task))
     if out_index is None:  # no names: the head is kept when its shape matches
@@ -156,7 +156,9 @@ def match_weights(model_state: Mapping[str, torch.Tensor], source: Source, spec:
             problems.append(f"the outputs {outputs} differ from the source's {src_out or '(count differs)'} "
                             f"(set new_head: true to re-initialise the output head)")
     elif src_out is not None and src_out != outputs:
-        notes.append(f"output head rows selected by name: {outputs} from the source's {src_out}")
+        picked = [src_out[i] for i in out_index]
+        notes.append(f"output head rows selected by name: {outputs} from the source's {picked}"
+                     + (" (output_map)" if init.output_map else ""))
     for key, target in model_state.items():
         if key in heads and not head_ok:
             continue

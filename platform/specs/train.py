@@ -151,6 +151,9 @@ class InitSpec(StrictModel):
     error. Channels the source has are matched by name (case-insensitive) or `channel_map`; extra ones are dropped."""
     channel_map: dict[str, str] = {}
     """This job's channel → the source channel whose first-layer weights it copies, e.g. {t2f: FLAIR}."""
+    output_map: dict[str, str] = {}
+    """This job's output → the source output whose head weights it takes, e.g. {infarct: WT} for a binary lesion
+    task from a BraTS-regions model; outputs are otherwise matched by name."""
     source_channels: list[str] | None = None
     """Input-channel names of a source without a card (checkpoint folder, weights file); null = this job's channels
     in order when the counts match."""

@@ -188,6 +188,9 @@ def test_head_kept_by_output_names_across_label_conventions(registry):
     bias = model.state_dict()["model.2.1.conv.unit0.conv.bias"]
     assert torch.equal(bias, parent.state_dict()["model.2.1.conv.unit0.conv.bias"][2:3])
     assert any("selected by name" in n for n in lin["notes"])
+    store.meta = {**MSD_META, "labels": {0: "background", 1: "infarct"}, "regions": None}  # ISLES-like, binary
+    model, lin = _init_model(_spec({**init, "output_map": {"infarct": "WT"}}, task="binary"), store, outputs=1)
+    assert torch.equal(model.state_dict()["model.2.1.conv.unit0.conv.bias"], bias) and "new_head" not in lin
 
 
 def test_new_channels_copy_by_name_map_or_mean(registry):
