@@ -75,23 +75,12 @@ def plot_progress(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def save_overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, out: Path, title: str = "") -> None:
-    """Side-by-side PNG of one slice: image with ground truth (left) and prediction (right) as colour overlays."""
-    import matplotlib
+    """Side-by-side PNG of one stored axial slice (rows → A, columns → R): ground truth (left) and prediction
+    (right) in the viewer's class colours, radiological, with R/L/A/P markers (voxray.preprocessing.overlay)."""
+    from voxray.preprocessing.overlay import render_axial, stored_axial
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
-    for ax, mask, name in zip(axes, (gt, pred), ("ground truth", "prediction")):
-        ax.imshow(image, cmap="gray")
-        ax.imshow(np.ma.masked_where(mask == 0, mask), cmap="autumn", alpha=0.5, vmin=0, vmax=max(mask.max(), 1))
-        ax.set_title(name, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    render_axial(stored_axial(image), [(stored_axial(gt), "ground truth"), (stored_axial(pred), "prediction")],
+                 out, title, panel_size=3.0, dpi=80)
 
 
 class Tracker:

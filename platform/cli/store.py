@@ -67,12 +67,16 @@ def preview(store: StoreArg,
             case: Annotated[str, typer.Argument(help="Case id (see `voxray store ls`).")],
             out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
             slice_: Annotated[Optional[int], typer.Option("--slice", help="Axial slice (default: most foreground).")] = None,
-            channel: Annotated[int, typer.Option("--channel", help="Channel index to show.")] = 0) -> None:
-    """Write a PNG of one axial slice of a stored case with its label overlaid."""
+            channel: Annotated[int, typer.Option("--channel", help="Channel index to show.")] = 0,
+            neurological: Annotated[bool, typer.Option(
+                "--neurological", help="Patient's left on the left (default: radiological, right on the left).")
+            ] = False) -> None:
+    """Write a PNG of one axial slice of a stored case with its label overlaid and R/L/A/P markers."""
     from voxray.preprocessing.store import Store
     from voxray.preprocessing.store.preview import preview_png
 
-    path = preview_png(Store.open(store), case, out, slice_, channel)
+    path = preview_png(Store.open(store), case, out, slice_, channel,
+                       "neurological" if neurological else "radiological")
     _output.result(f"wrote {path}")
 
 

@@ -1,4 +1,4 @@
-"""`voxray store preview`: one axial slice of a stored case with its label overlaid, as a PNG."""
+"""`voxray store preview`: one axial slice of a stored case with its label overlaid and R/L/A/P markers, as a PNG."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from voxray.platform.errors import DataError
+from voxray.preprocessing.overlay import Convention, render_axial, stored_axial
 from voxray.preprocessing.store.reader import Store
 
 
@@ -18,13 +19,9 @@ def pick_slice(label: np.ndarray | None, depth: int) -> int:
 
 
 def preview_png(store: Store, case_id: str, out: str | Path, slice_index: int | None = None,
-                channel: int = 0) -> Path:
-    """Render channel `channel` of axial slice `slice_index` (default: most foreground) with the label on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+                channel: int = 0, convention: Convention = "radiological") -> Path:
+    """Render channel `channel` of axial slice `slice_index` (default: most foreground) with the label on top, in
+    the viewer's orientation (anterior up, radiological unless `convention` says neurological) with R/L/A/P markers."""
     image = store.image(case_id)
     if not 0 <= channel < image.shape[0]:
         raise DataError(f"channel {channel} is out of range: {case_id} has {image.shape[0]} channels")
@@ -34,16 +31,8 @@ def preview_png(store: Store, case_id: str, out: str | Path, slice_index: int | 
     z = pick_slice(label, depth) if slice_index is None else slice_index
     if not 0 <= z < depth:
         raise DataError(f"--slice {z} is out of range: {case_id} has {depth} axial slices (0..{depth - 1})")
-    plane = np.asarray(image[channel, z], dtype=np.float32)
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    ax.imshow(plane, cmap="gray", origin="lower")
-    if label is not None and np.any(label[z]):
-        ax.imshow(np.ma.masked_equal(label[z], 0), cmap="autumn", alpha=0.45, origin="lower", interpolation="nearest")
+    plane = stored_axial(np.asarray(image[channel, z], dtype=np.float32), convention)
+    mask = None if label is None else stored_axial(label[z], convention)
     name = store.channels[channel] if channel < len(store.channels) else str(channel)
-    ax.set_title(f"{case_id}  {name}  z={z}/{depth - 1}")
-    ax.axis("off")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return render_axial(plane, [(mask, f"{case_id}  {name}  z={z}/{depth - 1}")], out, convention=convention,
+                        bitmask=store.label_encoding == "bitmask", panel_size=5.0)
