@@ -81,26 +81,17 @@ def quality_table(model: list[dict[str, float]], baseline: list[dict[str, float]
     return rows
 
 
-def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, out: Path) -> Path:
-    """Axial slice with the most tumour: FLAIR with ground truth (left) and prediction (right) outlines."""
-    import matplotlib
+def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, out: Path,
+                affine: np.ndarray | None = None) -> Path:
+    """Axial slice with the most tumour as the viewer shows it (anterior up, radiological, R/L/A/P markers): FLAIR
+    with ground truth (left) and prediction (right) in class colours; `affine` orients the NIfTI arrays."""
+    from voxray.preprocessing.overlay import axial_display, ras_volume, render_axial
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = int(np.argmax((truth > 0).sum(axis=(0, 1))))
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-    for ax, lab, title in ((axes[0], truth, "ground truth"), (axes[1], pred, "prediction (over HTTP)")):
-        ax.imshow(image[..., k].T, cmap="gray", origin="lower")
-        masked = np.ma.masked_where(lab[..., k] == 0, lab[..., k])
-        ax.imshow(masked.T, cmap="autumn", alpha=0.5, origin="lower", vmin=1, vmax=3)
-        ax.set_title(f"{title}, slice {k}")
-        ax.axis("off")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    aff = np.eye(4) if affine is None else np.asarray(affine)
+    img, lab, prd = (ras_volume(a, aff) for a in (image, truth, pred))
+    k = int(np.argmax((lab > 0).sum(axis=(0, 1))))
+    return render_axial(axial_display(img[..., k]), [(axial_display(lab[..., k]), f"ground truth, slice {k}"),
+                                                    (axial_display(prd[..., k]), "prediction (over HTTP)")], out)
 
 
 def request_prediction(url: str, image_path: Path, api_key: str | None, out: Path) -> Path:
@@ -146,8 +137,9 @@ def _store_preview(store_path: str) -> str:
     return str(out)
 
 
-def run_demo(job_path: Path) -> DemoResult:
-    """Run the demo pipeline and check the served model on the held-back cases; Serve is shut down at the end."""
+def run_demo(job_path: Path, keep_serving: bool = False) -> DemoResult:
+    """Run the demo pipeline and check the served model on the held-back cases; Serve is shut down at the end
+    unless `keep_serving` (then the caller holds Ray up, see `voxray demo --keep-serving`)."""
     import nibabel as nib
 
     from voxray.platform.pipeline import run_pipeline
@@ -182,7 +174,8 @@ def run_demo(job_path: Path) -> DemoResult:
         finally:
             from ray import serve
 
-            serve.shutdown()
+            if not keep_serving:
+                serve.shutdown()
     model_dir = str(res.summary.get("tune.model") or res.summary["train.model"])
     card = read_card(model_dir)
     t3 = time.perf_counter()
@@ -200,9 +193,9 @@ def run_demo(job_path: Path) -> DemoResult:
     flair = np.asarray(nib.load(image).dataobj)[..., 0]
     truth0 = np.asarray(nib.load(label).dataobj).astype(np.uint8)
     png = overlay_png(flair, truth0, np.asarray(nib.load(masks[0]).dataobj).astype(np.uint8),
-                      work / "prediction" / "overlay.png")
+                      work / "prediction" / "overlay.png", nib.load(image).affine)
     artefacts = _artefacts(res.summary)
     artefacts.update({"dataset": str(root), "held_back_cases": str(holdout), "masks": str(masks[0].parent),
-                      "overlay": str(png)})
+                      "overlay": str(png), "viewer": str(res.summary["serve.url"]).rstrip("/") + "/viewer/"})
     return DemoResult(quality=quality_table(model_dice, base_dice), artefacts=artefacts, timings=timings,
                       tables=res.tables)
