@@ -45,3 +45,14 @@ def volume(seed: int = 0, channels: int = 2, shape=SHAPE) -> np.ndarray:
 def write(path: Path, data: np.ndarray) -> Path:
     nib.Nifti1Image(data, AFFINE).to_filename(str(path))
     return path
+
+
+def train_helpers():
+    """tests/training/_train_helpers.py (the fake store and learnable cases) loaded by path, whatever is on sys.path."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "training" / "_train_helpers.py"
+    spec = importlib.util.spec_from_file_location("_train_helpers_for_inference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module

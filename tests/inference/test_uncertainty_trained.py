@@ -1,0 +1,77 @@
+"""Uncertainty means something: a briefly trained model is more uncertain on corrupted inputs than on a held-back
+case from its own distribution (predictive entropy score, and TTA member variance under noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import voxray.training.loop as loop
+from voxray.platform.specs.train import TrainSpec
+from voxray.preprocessing.datasets import Volume
+from voxray.training.checkpoint import load_state
+from voxray.training.export import model_card
+from voxray.training.predict import Predictor
+from voxray.training.uncertainty import case_score, predictive_entropy
+
+from _infer_helpers import train_helpers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A UNet trained 30 steps on nested-sphere cases whose channels show the classes (a store without
+    normalisation or cropping, so a held-back case goes through prediction exactly as training saw it)."""
+    helpers = train_helpers()
+    store = helpers.make_fake_store(6, shape=(24, 24, 24))
+    store.attrs = {"transform": {"normalize": "none", "crop_nonzero": False}}
+    run = tmp_path_factory.mktemp("run")
+    spec = TrainSpec(store="unused", task="labels", model={"name": "unet", "channels": [8, 16], "num_res_units": 1},
+                     patch=[16, 16, 16], batch_size=2, steps=30, optimizer={"lr": 1e-2, "weight_decay": 0.0},
+                     schedule={"name": "constant"}, validation={"mode": "none"},
+                     checkpoint={"every": 30, "metric": "train/loss", "mode": "min"}, tracking={"mlflow": False},
+                     augment={"enabled": False}, sampling={"loader_workers": 0, "fg_fraction": 0.5})
+    mp = pytest.MonkeyPatch()
+    mp.setattr(loop, "open_store", lambda uri: store)
+    try:
+        out = loop.train_loop({"train": spec.model_dump(mode="json"), "name": "unc", "run_dir": str(run)})
+    finally:
+        mp.undo()
+    model = loop.build_network(spec, in_channels=4, out_channels=4)
+    model.load_state_dict(load_state(run / "checkpoints" / "step_0000030")["model"])
+    return Predictor(model, model_card(spec, store, out, {}), tta="mirror"), helpers.brats_like_case
+
+
+def _predict(predictor: Predictor, image: np.ndarray):
+    """(C, Z, Y, X) model-grid image → a Volume on an identity affine ((C, X, Y, Z) in file order)."""
+    vol = Volume(image=image.transpose(0, 3, 2, 1).copy(), label=None, affine=np.eye(4),
+                 channels=tuple(predictor.channels))
+    return predictor.predict_full(vol, ("mask", "uncertainty"))
+
+
+def test_corrupted_inputs_score_higher_than_a_held_back_case(trained):
+    predictor, make_case = trained
+    image, label = make_case((24, 24, 24), seed=50)  # not among the training cases (seeds 0-5)
+    clean = _predict(predictor, image)
+    assert (clean.mask.transpose(2, 1, 0) == label).mean() > 0.9  # it did learn the task
+    shuffled = _predict(predictor, image[[2, 0, 3, 1]])  # channels in the wrong order
+    noisy = _predict(predictor, image + np.random.default_rng(1).normal(0, 2.0, image.shape).astype(np.float32))
+    score = {k: p.uncertainty["score"] for k, p in [("clean", clean), ("shuffled", shuffled), ("noisy", noisy)]}
+    assert all(p.uncertainty["region"] == "foreground" for p in (clean, shuffled, noisy))
+    assert score["shuffled"] > score["clean"] + 0.15 and score["noisy"] > score["clean"] + 0.1, score
+    variance = {k: float(p.maps[1].mean()) for k, p in [("clean", clean), ("noisy", noisy)]}
+    assert variance["noisy"] > 2 * variance["clean"], variance  # the TTA members disagree more under noise
+
+
+def test_entropy_and_score_rules():
+    certain = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])[:, :, None]  # (K=3, 2, 1)
+    even = torch.full((3, 2, 1), 1 / 3)
+    assert float(predictive_entropy(certain, "labels").max()) < 1e-4
+    assert float(predictive_entropy(even, "labels").min()) == pytest.approx(np.log(3), abs=1e-5)
+    assert float(predictive_entropy(torch.full((2, 1, 1), 0.5), "brats_regions")) == pytest.approx(2 * np.log(2))
+    ent = np.array([[0.1, 0.9], [0.5, 0.7]])
+    assert case_score(ent, np.array([[1, 0], [0, 0]]), None, "labels", 3)["score"] == pytest.approx(0.1)
+    body = case_score(ent, np.zeros((2, 2)), np.array([[0, 1], [1, 0]]), "labels", 3)
+    assert body["region"] == "body" and body["score"] == pytest.approx(0.7)
