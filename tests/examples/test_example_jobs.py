@@ -69,6 +69,15 @@ SMOKE: dict[str, dict] = {
         "train.model.feature_size=12", "train.model.depths=[1,1,1,1]", "train.model.num_heads=[1,1,1,1]",
         "train.model.window=4", "train.patch=[64,64]"]),   # 32² would leave 1×1 at the bottleneck (norm fails)
 }
+# Fine-tuning examples start from the smoke-size train_factorizer_brats.yaml model (`after` runs it first) in the
+# workspace registry (init.registry null = train.registry), with its architecture.
+FINETUNE_TINY = FACTORIZER_TINY + ["train.model.head_dim=8", "train.init.model=brats-factorizer",
+                                   "train.init.registry=null"]
+SMOKE.update({
+    "finetune_brats2023.yaml": dict(layout="brats2023", after=["train_factorizer_brats.yaml"], set=FINETUNE_TINY + [
+        "train.init.freeze_encoder_steps=2"]),
+    "finetune_isles.yaml": dict(layout="isles2022", after=["train_factorizer_brats.yaml"], set=FINETUNE_TINY),
+})
 SMOKE.update({f"preprocess_{layout}.yaml": dict(layout=layout) for layout in LAYOUTS})
 
 
@@ -189,6 +198,8 @@ class Workspace:
 
     def overrides(self, name: str) -> list[str]:
         recipe, data = SMOKE[name], _raw(EXAMPLES / name)
+        for parent in recipe.get("after", ()):  # a job whose registry entry this one starts from (train.init)
+            self.run(parent)
         layout, out = recipe["layout"], []
         if "preprocess" in data:
             shared = recipe.get("shared_store", True)
@@ -331,6 +342,8 @@ def test_train_example_runs(ws, name):
     card = _check_train(res.summary, "", job.name)
     assert card["task"] == job.train.task and card["spatial_dims"] == len(job.train.patch)
     assert card["model"]["name"] == job.train.model.name
+    if job.train.init is not None:  # a fine-tuning example records the model it started from
+        assert card["lineage"]["name"] == job.train.init.model.split("/")[0], card["lineage"]
 
 
 @pytest.mark.slow

@@ -128,3 +128,18 @@ def test_finetuned_brats_model_beats_scratch_on_a_two_channel_isles_subset(paren
     scratch, tuned = _pair("isles", init, tmp_path, monkeypatch, task="binary")
     assert tuned[STEPS] >= scratch[STEPS] + MARGIN_ISLES, (scratch, tuned)
     assert tuned[STEPS] > tuned[-1], (scratch, tuned)
+
+
+def test_finetune_examples_start_from_the_demo_model():
+    """examples/jobs/finetune_*.yaml name the demo's registry entry and build its architecture (strict loading needs
+    the same model spec and, for the Factorizer's positional embedding, the same patch)."""
+    from pathlib import Path
+
+    from voxray.platform.specs.loader import load_job
+
+    jobs = Path(__file__).resolve().parents[2] / "examples" / "jobs"
+    demo = load_job(jobs / "pipeline_demo.yaml")
+    for name in ("finetune_brats2023.yaml", "finetune_isles.yaml"):
+        t = load_job(jobs / name).train
+        assert (t.init.model, t.init.registry) == (demo.name, demo.train.registry), name
+        assert t.model.model_dump() == demo.train.model.model_dump() and t.patch == demo.train.patch, name
