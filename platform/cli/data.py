@@ -22,6 +22,8 @@ Examples:
   voxray synth --layout brats2023 --out data/brats23 --cases 2 --shape 240 240 155
 
   voxray synth --layout uwmadison_gi --out data/uw --cases 2 --shape 64 64 16
+
+  voxray synth --layout ibsr18 --out data/ibsr5mm --cases 3 --shape 48 10 48 --spacing 0.9375 5 0.9375
 """
 
 INSPECT_EXAMPLES = """
@@ -43,15 +45,18 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
     shape: Annotated[Optional[tuple[int, int, int]], typer.Option("--shape", help="Volume size X Y Z (2D layouts: rows columns slices); default small.")] = None,
     difficulty: Annotated[int, typer.Option("--difficulty", min=0, max=3, help="0 easy (separable by intensity) … 3 hard; default 2 defeats a per-voxel intensity classifier (docs/datasets.md).")] = 2,
+    spacing: Annotated[Optional[tuple[float, float, float]], typer.Option("--spacing", help="Voxel size X Y Z in mm instead of the layout's own (ibsr18), e.g. 0.9375 5 0.9375 for thick slices.")] = None,
 ) -> None:
     """Write a small synthetic dataset in a real layout (file names, dtypes, orientation, spacing as downloaded)."""
     from voxray.preprocessing.synth import synth_dataset
 
     if shape is not None and any(s is None for s in shape):
         shape = None
+    if spacing is not None and any(s is None for s in spacing):
+        spacing = None
     try:
         root = synth_dataset(layout, out, cases=cases, seed=seed, shape=shape, test_cases=test_cases,
-                             difficulty=difficulty)
+                             difficulty=difficulty, spacing=spacing)
     except ValueError as exc:
         raise VoxrayError(str(exc), hint="voxray synth --help") from None
     _output.result(f"[green]wrote[/] {cases} labelled + {test_cases} test {layout} cases (difficulty {difficulty}) to {root}")

@@ -9,6 +9,7 @@ classifier cannot solve the lesion layouts (training.baseline).
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -36,8 +37,11 @@ def default_shape(layout: str) -> tuple[int, int, int]:
 
 def synth_dataset(layout: str, out: str | Path, cases: int = 2, seed: int = 0,
                   shape: tuple[int, int, int] | None = None, test_cases: int = 0,
-                  difficulty: int = DEFAULT_DIFFICULTY) -> Path:
-    """Write `cases` labelled (+ `test_cases` unlabelled) synthetic cases in `layout`'s real layout under `out`."""
+                  difficulty: int = DEFAULT_DIFFICULTY, spacing: tuple[float, float, float] | None = None) -> Path:
+    """Write `cases` labelled (+ `test_cases` unlabelled) synthetic cases in `layout`'s real layout under `out`.
+
+    `spacing` (x, y, z) mm replaces the layout's own voxel size where the writer allows it (ibsr18: thick-slice
+    variants for anisotropic resampling and planning)."""
     writer = _writer(layout)
     if difficulty not in LEVELS:
         raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty!r}")
@@ -48,10 +52,17 @@ def synth_dataset(layout: str, out: str | Path, cases: int = 2, seed: int = 0,
         raise ValueError(f"shape {list(shape)} must be three sizes of at least 4 voxels")
     if test_cases and not getattr(writer, "HAS_TEST_SPLIT", True):
         raise ValueError(f"layout {layout!r} has no unlabelled test part in the real dataset; use test_cases=0")
+    extra = {}
+    if spacing is not None:
+        if "spacing" not in inspect.signature(writer.write).parameters:
+            raise ValueError(f"layout {layout!r} writes its real spacing only; --spacing works for ibsr18")
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing {list(spacing)} must be three positive sizes in mm")
+        extra["spacing"] = tuple(float(s) for s in spacing)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ids = writer.write(out, cases, test_cases, seed, shape, level=difficulty)
+    ids = writer.write(out, cases, test_cases, seed, shape, level=difficulty, **extra)
     log.info("synth %s: %d cases %s, difficulty %d, in %.1f s → %s", layout, len(ids), shape, difficulty,
              time.perf_counter() - start, out)
     return out

@@ -16,9 +16,10 @@ SPACING = (0.9375, 1.5, 0.9375)
 
 
 def write(out: Path, cases: int, test_cases: int, seed: int, shape: tuple[int, int, int],
-          level: int = DEFAULT_DIFFICULTY) -> list[str]:
-    """`IBSR_NN/IBSR_NN_ana_strip.nii.gz` + `IBSR_NN_seg.nii.gz` (0 bg, 1 CSF, 2 GM, 3 WM)."""
-    grid = Grid.axis_aligned(shape, SPACING)
+          level: int = DEFAULT_DIFFICULTY, spacing: tuple[float, float, float] = SPACING) -> list[str]:
+    """`IBSR_NN/IBSR_NN_ana_strip.nii.gz` + `IBSR_NN_seg.nii.gz` (0 bg, 1 CSF, 2 GM, 3 WM); `spacing` (x, y, z) mm
+    other than IBSR's own writes e.g. clinical 5 mm coronal slices."""
+    grid = Grid.axis_aligned(shape, spacing)
     ids: list[str] = []
     for n in range(cases):
         case_id = f"IBSR_{n + 1:02d}"
