@@ -270,7 +270,7 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
                 log.error("loss became %s at step %d; stopped, the last good checkpoint is kept", loss, step)
                 return {NAN_KEY: float(step)}
             since_report.append(loss)
-            lr = env["optimizer"].param_groups[0]["lr"]
+            lr = env["optimizer"].param_groups[-1]["lr"]  # the last group is never frozen (train.init)
             if tracker:
                 its = (step - start) / max(time.monotonic() - t0, 1e-9)
                 tracker.progress(step, spec.steps, loss, lr, its, force=step == spec.steps)
