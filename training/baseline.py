@@ -27,6 +27,7 @@ MAX_CELLS = 1 << 18
 """Joint-histogram cells at most: bins per channel shrink with the channel count (4 channels → 22 bins)."""
 MAX_BINS = 24
 BIN_CHOICES = (6, 8, 12, 16, 24)
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 VOXELS_PER_CASE = 400_000
 """Voxels sampled per training case (all of them for small cases); bounds the fit on large datasets."""
 EPS = 1e-6
@@ -50,13 +51,19 @@ class VoxelBaseline(nn.Module):
             target = onehot
         out = torch.as_tensor(posteriors, dtype=torch.float32) @ target.T  # (cells, K)
         self.register_buffer("table", out)
+        self.register_buffer("shift", torch.zeros(out.shape[1]))  # logit(decision threshold) per sigmoid output
+
+    def set_thresholds(self, thresholds: Sequence[float]) -> None:
+        """Per-output probability thresholds of sigmoid tasks (0.5 = the Bayes rule for accuracy)."""
+        t = torch.as_tensor(list(thresholds), dtype=torch.float32)
+        self.shift = torch.log(t) - torch.log1p(-t)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         prob = self.table.to(image.device)[joint_cells(image, self.edges.to(image.device))]  # (B, *S, K)
         prob = prob.movedim(-1, 1).clamp(EPS, 1.0 - EPS)
         if tasks.activation(self.task) == "softmax":
             return prob.log()
-        return torch.log(prob) - torch.log1p(-prob)
+        return torch.log(prob) - torch.log1p(-prob) - self.shift.to(image.device).view(1, -1, *[1] * (prob.ndim - 2))
 
 
 def joint_cells(image: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -105,10 +112,13 @@ def fit_baseline(cases: Iterable[tuple[np.ndarray, np.ndarray]], task: str, meta
         ys.append(y)
     if not xs:
         raise ValueError("the baseline needs at least one labelled training case")
-    bins = _choose_bins(xs, ys, task, meta, alpha) if len(xs) >= 2 else _bins_for(xs[0].shape[0])
+    bins, thresholds = _select(xs, ys, task, meta, alpha) if len(xs) >= 2 else (_bins_for(xs[0].shape[0]), None)
     x, y = np.concatenate(xs, axis=1), np.concatenate(ys)
     model = _fit(x, y, bins, task, meta, alpha)
-    log.info("baseline: per-voxel Bayes classifier, %d channels × %d bins, %d voxels", x.shape[0], bins, y.size)
+    if thresholds is not None:
+        model.set_thresholds(thresholds)
+    log.info("baseline: per-voxel Bayes classifier, %d channels × %d bins, thresholds %s, %d voxels", x.shape[0],
+             bins, thresholds, y.size)
     return model
 
 
@@ -124,20 +134,35 @@ def _fit(x: np.ndarray, y: np.ndarray, bins: int, task: str, meta: Mapping[str, 
     return VoxelBaseline(edges, [int(v) for v in values], post, task, meta)
 
 
-def _choose_bins(xs: list[np.ndarray], ys: list[np.ndarray], task: str, meta: Mapping[str, Any],
-                 alpha: float) -> int:
-    """The BIN_CHOICES entry (capped by MAX_CELLS) with the best pooled Dice on half the cases, fitted on the rest."""
+def _select(xs: list[np.ndarray], ys: list[np.ndarray], task: str, meta: Mapping[str, Any],
+            alpha: float) -> tuple[int, list[float] | None]:
+    """Fit on every other case, score pooled Dice on the rest: the BIN_CHOICES entry (capped by MAX_CELLS) that
+    scores best and, for sigmoid tasks, the per-output threshold from THRESHOLDS that scores best with it (small
+    structures rarely reach a posterior of 0.5, yet a lower threshold can still find them)."""
     from voxray.training.metrics import label_map_dice
 
     fit_x, fit_y = np.concatenate(xs[::2], axis=1), np.concatenate(ys[::2])
     val_x, val_y = np.concatenate(xs[1::2], axis=1), np.concatenate(ys[1::2])
-    scores = {}
+    scores, models = {}, {}
     for bins in sorted({min(b, _bins_for(fit_x.shape[0])) for b in BIN_CHOICES}):
-        model = _fit(fit_x, fit_y, bins, task, meta, alpha)
+        models[bins] = _fit(fit_x, fit_y, bins, task, meta, alpha)
         with torch.no_grad():
-            logits = model(torch.from_numpy(val_x[None]))[0]
+            logits = models[bins](torch.from_numpy(val_x[None]))[0]
         scores[bins] = label_map_dice(tasks.decode_logits(logits, task, meta), val_y, task, meta)["mean"]
-    return max(scores, key=lambda b: (scores[b], -b))
+    bins = max(scores, key=lambda b: (scores[b], -b))
+    if tasks.activation(task) == "softmax":
+        return bins, None
+    with torch.no_grad():
+        prob = torch.sigmoid(models[bins](torch.from_numpy(val_x[None]))[0])  # (K, N)
+    target = tasks.encode_target(val_y, task, meta) > 0.5
+    best = []
+    for k in range(prob.shape[0]):
+        def dice(t: float) -> float:
+            p = prob[k] > t
+            denom = int(p.sum()) + int(target[k].sum())
+            return 1.0 if denom == 0 else 2.0 * int((p & target[k]).sum()) / denom
+        best.append(max(THRESHOLDS, key=lambda t: (dice(t), t)))
+    return bins, best
 
 
 def baseline_metrics(baseline: VoxelBaseline, cases: Iterable[tuple[torch.Tensor, np.ndarray, Sequence[float]]],
