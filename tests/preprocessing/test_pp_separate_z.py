@@ -156,6 +156,6 @@ def test_store_records_the_scheme(tmp_path):
 
     store = Store.open(str(tmp_path / "s.zarr"))
     rec = store.case_attrs(rows[0]["case_id"])
-    res = rec.get("resampling") or rec["record"]["resampling"]
+    res = rec["record"]["resampling"]
     assert res["scheme"] == "separate_z" and res["axis"] == 1  # the 1.5 mm coronal axis (A → Y)
     assert store.attrs["transform"]["resampling"]["scheme"] == "separate_z"
