@@ -75,8 +75,12 @@ def preflight(job: JobSpec) -> None:
 
 
 def run_job(job: JobSpec, *, address: str | None = None) -> StageResult:
-    """Run one job on an embedded or remote Ray, dispatching by kind; store-only checks run before Ray starts."""
+    """Run one job on an embedded or remote Ray, dispatching by kind; storage and store-only checks run before Ray
+    starts (a missing bucket or refused credentials fail in a second, naming the field and the URI)."""
+    from voxray.platform.storage import check_storage
+
     runner = get_runner(job.kind)
+    check_storage(job)
     preflight(job)
     with ray_runtime(job.ray, address):
         return runner(job)

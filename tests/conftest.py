@@ -1,4 +1,5 @@
-"""Shared fixtures: one small embedded Ray for the whole session (ray.init costs ~4 s here), always shut down."""
+"""Shared fixtures: one small embedded Ray for the whole session (ray.init costs ~4 s here), always shut down, and a
+real S3 server (SeaweedFS) started on demand with its endpoint and credentials in the environment."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+from _s3server import S3Server  # noqa: E402  (tests/ is on sys.path: this conftest's folder)
+
+S3 = S3Server.reserve()
+"""Endpoint and credentials are fixed now, before any Ray starts, so Ray workers inherit them (see _s3server)."""
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_name, None)
+os.environ.update(S3.env())
 
 
 @contextmanager
@@ -36,6 +45,22 @@ def ray_session():
         return
     with _ray_start() as info:
         yield info
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """The session's SeaweedFS S3 server (started on first use, ~1-3 s; killed by PID at the end)."""
+    S3.start(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield S3
+    finally:
+        S3.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh empty bucket for one test, as an `s3://` URI (credentials and endpoint are in the environment)."""
+    return f"s3://{s3_server.create_bucket()}"
 
 
 def pytest_collection_modifyitems(config, items):

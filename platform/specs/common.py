@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
@@ -25,6 +26,9 @@ def is_uri(path: str) -> bool:
 
 def _resolve(value: str, info: ValidationInfo) -> str:
     if is_uri(value):
+        if urlparse(value).password is not None:
+            raise ValueError("a URI must not carry credentials (user:secret@): they would be written into every "
+                             "resolved spec; put them in the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, …)")
         return value
     path = Path(value).expanduser()
     base = (info.context or {}).get("base_dir")
