@@ -45,6 +45,8 @@ def spec_hash(transform: TransformConfig, write: WriteOptions, dataset_meta: dic
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks (measured here: sha256 644 MB/s vs blake2b 358 MB/s, with
+    SHA extensions; the manifest has always held sha256, so existing stores stay comparable)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -52,8 +54,10 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def source_info(files: list[Path], previous: dict | None = None) -> dict[str, dict]:
-    """{path: {sha256, size, mtime_ns}}; a file whose size and mtime match `previous` keeps its hash unread."""
+def source_info(files: list[Path], previous: dict | None = None, *, fast: bool = False) -> dict[str, dict]:
+    """{path: {sha256, size, mtime_ns}}: the content hash of every source file. With `fast` (opt-in,
+    `preprocess.checksum: size_mtime`) a file whose size and mtime match `previous` keeps its hash unread, which
+    misses an edit that keeps both; by default every file is hashed."""
     out = {}
     for f in files:
         key = str(f)
@@ -63,7 +67,7 @@ def source_info(files: list[Path], previous: dict | None = None) -> dict[str, di
             out[key] = {"sha256": None, "size": None, "mtime_ns": None}
             continue
         old = (previous or {}).get(key)
-        if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
+        if fast and old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
             out[key] = old
         else:
             out[key] = {"sha256": file_sha256(Path(f)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -75,19 +79,51 @@ def _sources(row: dict | None) -> dict:
     return json.loads(src) if isinstance(src, str) else (src or {})
 
 
-def plan(cases: list[Any], rows: dict[str, dict], spec_hash_: str, overwrite: bool
+def _digests(sources: dict) -> dict[str, str | None]:
+    return {path: (info or {}).get("sha256") for path, info in sources.items()}
+
+
+def redo_reason(row: dict | None, info: dict, spec_hash_: str, overwrite: bool) -> str | None:
+    """Why a case must be converted again (None: its committed row matches the sources' content and the spec)."""
+    if row is None:
+        return "new case"
+    if row.get("status") != "ok":
+        return "failed before"
+    if row.get("spec_hash") != spec_hash_:
+        return "conversion settings changed"
+    old, new = _digests(_sources(row)), _digests(info)
+    if old != new:
+        changed = sorted(set(old) ^ set(new)) or sorted(p for p in new if old.get(p) != new[p])
+        return f"source content changed ({Path(changed[0]).name}{' …' if len(changed) > 1 else ''})"
+    if overwrite:
+        return "preprocess.overwrite"
+    return None
+
+
+def plan(cases: list[Any], rows: dict[str, dict], spec_hash_: str, overwrite: bool, *, fast: bool = False
          ) -> tuple[list[tuple[Any, dict]], list[dict]]:
-    """Split cases into (to convert, with their source info) and (kept ok rows whose sources and spec match)."""
+    """Split cases into (to convert, with their source info) and (kept ok rows whose source content and spec match).
+
+    Content decides, not timestamps: a touched but identical file keeps its case (its row gets the new size/mtime,
+    so the `fast` path can skip it next time), an edited file of the same size is converted again. Each decision
+    is logged with its reason.
+    """
     todo, kept = [], []
+    reasons: dict[str, list[str]] = {}
     for case in cases:
         row = rows.get(case.case_id)
-        info = source_info(case.files(), _sources(row))
-        same = (row is not None and row.get("status") == "ok" and row.get("spec_hash") == spec_hash_
-                and _sources(row) == info)
-        if same and not overwrite:
-            kept.append(row)
+        info = source_info(case.files(), _sources(row), fast=fast)
+        reason = redo_reason(row, info, spec_hash_, overwrite)
+        if reason is None:
+            kept.append(row if _sources(row) == info else {**row, "sources": json.dumps(info, sort_keys=True)})
         else:
             todo.append((case, info))
+            reasons.setdefault(reason.split(" (")[0], []).append(case.case_id)
+            log.info("case %s: converting (%s)", case.case_id, reason)
+    for why, ids in reasons.items():
+        log.info("%d case(s) to convert: %s (%s)", len(ids), why, ", ".join(ids[:10]) + (" …" if len(ids) > 10 else ""))
+    if kept:
+        log.info("%d case(s) unchanged (same source content and settings): reused", len(kept))
     return todo, kept
 
 

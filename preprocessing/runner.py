@@ -13,7 +13,7 @@ from voxray.preprocessing.cases import ConvertSettings, plan, spec_hash
 from voxray.preprocessing.convert import convert_dataset
 from voxray.preprocessing.datasets.base import unique_ids
 from voxray.preprocessing.store.fs import StoreFiles
-from voxray.preprocessing.store.manifest import read_rows
+from voxray.preprocessing.store.manifest import read_rows, write_row
 from voxray.preprocessing.store.writer import WriteOptions
 from voxray.preprocessing.transforms import TransformConfig
 
@@ -54,6 +54,17 @@ def discover(spec: Any, adapter: Any) -> list:
     return cases
 
 
+def plan_store(spec: Any, cases: list, settings: ConvertSettings, files: StoreFiles) -> tuple[list, list[dict]]:
+    """(cases to convert with their source info, kept rows) against the store's committed rows; a kept case whose
+    files were touched but not changed gets its new size/mtime recorded (so `checksum: size_mtime` skips it later)."""
+    committed = read_rows(files)
+    todo, kept = plan(cases, committed, settings.spec_hash, spec.overwrite, fast=spec.checksum == "size_mtime")
+    for row in kept:
+        if row["sources"] != committed[row["case_id"]]["sources"]:
+            write_row(files, row)
+    return todo, kept
+
+
 def run_preprocess(job: Any) -> StageResult:
     """Convert the job's dataset into its store; not ok when any case failed (good cases are kept)."""
     from voxray.preprocessing.datasets import adapter_from_spec
@@ -68,7 +79,7 @@ def run_preprocess(job: Any) -> StageResult:
     meta = adapter.metadata()
     settings = settings_from_spec(spec, meta)
     files = StoreFiles(spec.store)
-    todo, kept = plan(cases, read_rows(files), settings.spec_hash, spec.overwrite)
+    todo, kept = plan_store(spec, cases, settings, files)
     log.info("preprocess %s: %d cases, %d to convert, %d reused", job.name, len(cases), len(todo), len(kept))
     rows = convert_dataset(adapter, todo, settings, root_attrs(settings, meta), kept,
                            concurrency=spec.concurrency, memory_mb=spec.memory_per_case_mb)

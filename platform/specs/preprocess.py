@@ -94,6 +94,10 @@ class PreprocessSpec(StrictModel):
     """Memory reserved per conversion task (Ray schedules by it; full BraTS cases need ~1 GiB)."""
     overwrite: bool = False
     """Rebuild every case even when its checksum and spec hash match (default: resume, skip done cases)."""
+    checksum: Literal["content", "size_mtime"] = "content"
+    """How a rerun decides a source file is unchanged. content (default): a sha256 of its bytes, so a touched but
+    identical file is not converted again and an edited one of the same size is. size_mtime: the stored hash is
+    reused when size and mtime match (skips reading the dataset on reruns; misses edits that keep both)."""
 
     @model_validator(mode="after")
     def _clip_for_ct(self) -> "PreprocessSpec":

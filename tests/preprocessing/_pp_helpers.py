@@ -27,19 +27,17 @@ def job(root: Path, store: str, **extra):
 
 def convert_loop(job_):
     """The single-process path: plan, convert each case, commit (what the Ray pipeline does, without Ray)."""
-    from voxray.preprocessing.cases import convert_case, plan
+    from voxray.preprocessing.cases import convert_case
     from voxray.preprocessing.convert import commit, start
     from voxray.preprocessing.datasets import adapter_from_spec
-    from voxray.preprocessing.runner import discover, root_attrs, settings_from_spec
+    from voxray.preprocessing.runner import discover, plan_store, root_attrs, settings_from_spec
     from voxray.preprocessing.store.fs import StoreFiles
-    from voxray.preprocessing.store.manifest import read_rows
 
     spec = job_.preprocess
     adapter = adapter_from_spec(spec.dataset)
     meta = adapter.metadata()
     settings = settings_from_spec(spec, meta)
-    todo, kept = plan(discover(spec, adapter), read_rows(StoreFiles(spec.store)), settings.spec_hash,
-                      spec.overwrite)
+    todo, kept = plan_store(spec, discover(spec, adapter), settings, StoreFiles(spec.store))
     start(settings, root_attrs(settings, meta), kept, [c.case_id for c, _ in todo])
     rows = kept + [convert_case(adapter, c, settings, s) for c, s in todo]
     commit(settings, rows, meta["channels"])
