@@ -28,7 +28,7 @@ def _plan(tmp: Path, layout: str, *extra: str) -> Path:
     shape, spacing, _ = DATASETS[layout]
     root = synth_dataset(layout, tmp / "data" / layout, cases=3, shape=shape, spacing=spacing)
     out = tmp / "jobs" / f"{layout}.yaml"
-    rc = main(["plan", str(root), "--layout", layout, "--memory-gb", "0.5", "--hours", "0.002", "--device", "cpu",
+    rc = main(["plan", str(root), "--layout", layout, "--memory-gb", "0.5", "--steps", "2", "--device", "cpu",
                "--out", str(out), *extra])
     assert rc == 0 and out.is_file()
     return out
@@ -83,7 +83,8 @@ def test_native_ibsr18_stays_linear_but_is_not_cubic(tmp_path):
     root = synth_dataset("ibsr18", tmp_path / "ibsr", cases=2, shape=(32, 24, 32))
     for threshold, scheme in ((None, "linear"), ("1.5", "separate_z")):
         out = tmp_path / f"ibsr-{threshold}.yaml"
-        args = ["plan", str(root), "--layout", "ibsr18", "--memory-gb", "0.5", "--steps", "5", "--out", str(out)]
+        args = ["plan", str(root), "--layout", "ibsr18", "--model", "unet", "--memory-gb", "0.5", "--steps", "5",
+                "--out", str(out)]
         assert main(args + (["--anisotropy-threshold", threshold] if threshold else [])) == 0
         data = yaml.safe_load(out.read_text())
         assert data["preprocess"]["resampling"]["scheme"] == scheme

@@ -34,7 +34,7 @@ def planned(tmp_path_factory):
 
     root = synth_dataset("msd_brats", tmp_path_factory.mktemp("plan-mem") / "brats", cases=3, shape=(64, 64, 48))
     fp = fingerprint_for(root, "msd_brats")
-    plan = make_plan(fp, PlanOptions(model="unet", memory_gb=0.6, hours=0.01, device="cpu"), root.parent)
+    plan = make_plan(fp, PlanOptions(model="unet", memory_gb=0.6, steps=2, device="cpu"), root.parent)
     return plan, fp
 
 

@@ -160,3 +160,28 @@ def test_yaml_comments_every_key_and_round_trips():
     assert yaml.safe_load(text) == data
     assert text.startswith("# header\n") and "  # why model\n  model:\n" in text
     assert all(len(line) <= 118 for line in text.splitlines())
+
+
+def test_a_compute_budget_narrows_the_network_before_starving_the_patch(monkeypatch):
+    """Under --hours a step must leave room for MIN_STEPS: a wide network that would need a tiny patch gives way to
+    a narrower one (cost per voxel ∝ width here), and the reason is written down."""
+    from voxray.training.plan import recipe
+    from voxray.training.plan.memory import StepCost
+
+    def fake_measure(spec, meta, in_channels, probe_patch, device="cpu"):
+        width = spec.model.channels[0]
+        return StepCost(static=1e6, floor=1e6, fixed=0.0, per_voxel=10.0 * width, seconds_per_voxel=width * 2e-8,
+                        device="cpu", probes=((1, 1, 0.0),), probe_patch=tuple(probe_patch))
+
+    monkeypatch.setattr(recipe, "measure_step", fake_measure)
+    fp = _fp([[1, 1, 1]] * 4, [[64, 64, 64]] * 4)
+    # 0.0023 h leaves 0.03 s per step: width 32 affords ~23k voxels per sample (< 1/8 of the 64³ median case), 16 ~47k
+    hours = 0.0023
+    opts = recipe.PlanOptions(model="unet", memory_gb=4, hours=hours)
+    found, _, note = recipe._fit(fp, opts, "labels", "unet", [64.0] * 3, [1.0] * 3, "cpu")
+    assert found.net.model["channels"][0] == 16 and "narrower than nnU-Net's 32" in note
+    assert math.prod(found.patch) >= 64**3 / 8
+    assert 16 * 2e-8 * found.batch * math.prod(found.patch) <= hours * 3600 * 0.9 / 250 + 1e-9
+    roomy = recipe.PlanOptions(model="unet", memory_gb=4, hours=10)
+    found, _, note = recipe._fit(fp, roomy, "labels", "unet", [64.0] * 3, [1.0] * 3, "cpu")
+    assert found.net.model["channels"][0] == 32 and note == "" and found.patch == [64, 64, 64]

@@ -8,6 +8,7 @@ validated with the job loader before it is returned, so a plan is always a runna
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import textwrap
@@ -23,7 +24,7 @@ from voxray.platform.specs.train import TrainSpec
 from voxray.training.plan import decide
 from voxray.training.plan.fingerprint import Fingerprint
 from voxray.training.plan.memory import StepCost, measure_step
-from voxray.training.plan.search import NetPlan, PatchPlan, factorizer_unfit, search_patch
+from voxray.training.plan.search import BASE_WIDTHS, NetPlan, PatchPlan, factorizer_unfit, search_patch
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ RESERVE = 0.15
 """Share of `--memory-gb` kept free for the framework (CUDA context, cuDNN workspaces, allocator fragmentation)."""
 VALIDATION_SHARE = 0.1
 """Share of the compute budget left for validation passes."""
+MIN_STEPS = 250
+"""Under a compute budget a step must leave room for at least this many (one nnU-Net epoch of 250 iterations):
+a CPU budget otherwise buys a few steps of a network sized for a GPU."""
 
 
 @dataclass
@@ -125,21 +129,56 @@ def _family(fp: Fingerprint, opts: PlanOptions, median: list[float], spacing: li
     return "swin_factorizer", "auto: voxray's main model; the data is near-isotropic and large enough for its rules"
 
 
+def _limits(opts: PlanOptions) -> tuple[float, float | None]:
+    """(memory budget in bytes, seconds one step may take so MIN_STEPS fit the compute budget, or None)."""
+    memory = opts.memory_gb * 2**30 * (1 - RESERVE)
+    if opts.steps or opts.step_seconds:  # a fixed step count, or times of another machine: no time rule here
+        return memory, None
+    return memory, opts.hours * 3600 * (1 - VALIDATION_SHARE) / MIN_STEPS
+
+
+def _fit(fp: Fingerprint, opts: PlanOptions, task: str, family: str, median: list[float], spacing: list[float],
+         device: str) -> tuple[PatchPlan, _Costs, str]:
+    """Widest network (first level 32, 16, 8) whose search fits memory and, under a compute budget, MIN_STEPS:
+    a narrower network is taken only when the wider one would leave a patch under 1/8 of the median case."""
+    memory, seconds = _limits(opts)
+    tried: list[str] = []
+    best: tuple[PatchPlan, _Costs] | None = None
+    for base in BASE_WIDTHS:
+        costs = _Costs(task, fp.meta, len(fp.channels), family, device)
+
+        def share(net: NetPlan, patch: list[int], batch: int, costs: _Costs = costs) -> float:
+            c = costs.get(net)
+            return max(c.memory(patch, batch) / memory, c.seconds(patch, batch) / seconds if seconds else 0.0)
+
+        try:
+            found = search_patch(family, median, spacing, fp.cases, 1.0, share, base=base)
+        except DataError as exc:
+            tried.append(f"widths from {base}: {exc}")
+            continue
+        best = (found, costs)
+        if seconds is None or math.prod(found.patch) >= math.prod(median) / 8:
+            break
+        tried.append(f"widths from {base} leave a {'×'.join(map(str, found.patch))} patch for {MIN_STEPS} steps")
+    if best is None:
+        raise DataError(f"no {family} fits: " + "; ".join(tried), hint="raise --memory-gb or --hours")
+    note = ("" if not tried else "; narrower than nnU-Net's 32 because " + "; ".join(tried)
+            + f" in {opts.hours:g} h (at least {MIN_STEPS} steps, one nnU-Net epoch)")
+    return best[0], best[1], note
+
+
 def _search(fp: Fingerprint, opts: PlanOptions, task: str, median: list[float], spacing: list[float], device: str
             ) -> tuple[str, str, PatchPlan, _Costs]:
     family, why = _family(fp, opts, median, spacing)
-    budget = opts.memory_gb * 2**30 * (1 - RESERVE)
-    meta, chans = fp.meta, len(fp.channels)
-    costs = _Costs(task, meta, chans, family, device)
     try:
-        found = search_patch(family, median, spacing, fp.cases, budget, costs)
+        found, costs, note = _fit(fp, opts, task, family, median, spacing, device)
     except DataError as exc:
         if opts.model != "auto" or family == "unet":
             raise
         why = f"auto: {exc} — unet instead"
-        family, costs = "unet", _Costs(task, meta, chans, "unet", device)
-        found = search_patch(family, median, spacing, fp.cases, budget, costs)
-    return family, why, found, costs
+        family = "unet"
+        found, costs, note = _fit(fp, opts, task, family, median, spacing, device)
+    return family, why + note, found, costs
 
 
 def _relpath(target: str, out_dir: Path) -> str:
@@ -248,8 +287,11 @@ def _train_section(fp, opts, task, family, why_model, found: PatchPlan, steps, w
     if family != "unet":
         sec["schedule"]["warmup_steps"] = max(1, steps // 50)
     c = {"task": task.why, "model": f"{family}: {why_model}; {net.why}",
-         "patch": f"(z, y, x) {found.why_patch}; a {'cubic' if len(set(found.patch)) == 1 else 'non-cubic'} patch",
-         "batch_size": found.why_batch, "steps": why_steps,
+         "patch": f"(z, y, x) {found.why_patch}; a {'cubic' if len(set(found.patch)) == 1 else 'non-cubic'} patch; "
+                  f"budget: {opts.memory_gb:g} GiB" + (f" and ≥ {MIN_STEPS} steps in {opts.hours:g} h"
+                                                        if _limits(opts)[1] else ""),
+         "batch_size": f"{found.why_batch} (memory{' and time per step' if _limits(opts)[1] else ''})",
+         "steps": why_steps,
          "optimizer": ("nnU-Net's SGD (lr 0.01, Nesterov momentum 0.99)" if family == "unet"
                        else "the Factorizer paper's AdamW (lr 1e-4, weight decay 0.01)"),
          "schedule": ("nnU-Net's poly decay" if family == "unet" else "the paper's warm-up (2 % of steps) + cosine"),
@@ -269,7 +311,7 @@ def _details(fp, opts, device, spacing, resampling, norm, family, found: PatchPl
             "budget_bytes": opts.memory_gb * 2**30 * (1 - RESERVE), "target_spacing_zyx": spacing.value,
             "resampling": resampling.value, "normalize": {k: d.value for k, d in norm.items()}, "family": family,
             "model": found.net.model, "patch": found.patch, "batch_size": found.batch,
-            "estimated_bytes": found.memory, "estimated_step_peak_bytes": cost.step_peak(found.patch, found.batch),
+            "estimated_bytes": cost.memory(found.patch, found.batch), "estimated_step_peak_bytes": cost.step_peak(found.patch, found.batch),
             "static_bytes": cost.static, "step_seconds": step_s, "steps": steps, "search": found.trail,
             "cost": cost.to_dict(), "probes_measured": len(costs.measured),
             "median_shape_zyx": decide.median_shape(fp, spacing.value)}
@@ -280,7 +322,7 @@ def _header(fp: Fingerprint, device: str, found: PatchPlan, cost: StepCost, opts
     probes = ", ".join(f"batch {b}: {p / 2**20:.1f} MiB" for b, p, _ in cost.probes)
     return [f"planned by `voxray plan` on {when} from {fp.cases} cases ({fp.source}); edit freely, every derived "
             "field says why it has its value.",
-            f"memory: {found.memory / 2**30:.3f} GiB estimated for patch {'×'.join(map(str, found.patch))} batch "
+            f"memory: {cost.memory(found.patch, found.batch) / 2**30:.3f} GiB estimated for patch {'×'.join(map(str, found.patch))} batch "
             f"{found.batch} of a {opts.memory_gb:g} GiB budget ({RESERVE:.0%} kept free), from a {device} probe of "
             f"the real network at {'×'.join(map(str, cost.probe_patch))} ({probes}; {cost.per_voxel:.0f} B per "
             f"sample-voxel, {cost.static / 2**20:.1f} MiB parameters + optimiser state).",

@@ -22,7 +22,10 @@ MIN_FEATURE = 4
 """Smallest feature map edge: pooling stops before an axis would go below it (nnU-Net)."""
 MAX_POOLS = 5
 UNET_WIDTHS = (32, 64, 128, 256, 320, 320)
+"""nnU-Net's widths for base 32: doubling per level, capped at 10× the base."""
 FACTORIZER_WIDTHS = (32, 64, 128, 256, 512)
+BASE_WIDTHS = (32, 16, 8)
+"""First-level widths tried, widest first; narrower only when the compute budget needs it (see recipe)."""
 FACTORIZER_WINDOW = 4
 """Window edge: 4 (the ISLES setting) lets the patch shrink in steps of 2**(levels-1)·4 and keeps the smallest
 valid network small enough to measure on a CPU; 8 would need 128³ patches for 5 levels."""
@@ -68,13 +71,17 @@ def _pools(patch: Sequence[float], spacing: Sequence[float]) -> list[list[int]]:
     return strides
 
 
-def unet_for(patch: Sequence[float], spacing: Sequence[float]) -> NetPlan:
+def _widths(base: int, levels: int, cap: float) -> list[int]:
+    return [int(min(base * 2**i, cap * base)) for i in range(levels)]
+
+
+def unet_for(patch: Sequence[float], spacing: Sequence[float], base: int = 32) -> NetPlan:
     """MONAI residual UNet whose levels and per-axis strides follow `patch` at `spacing` (nnU-Net topology)."""
     strides = _pools(patch, spacing)
     if not strides:
         strides = [[2] * len(patch)]
     divisors = tuple(math.prod(s[a] for s in strides) for a in range(len(patch)))
-    widths = list(UNET_WIDTHS[: len(strides) + 1])
+    widths = _widths(base, len(strides) + 1, 10)
     model = {"name": "unet", "channels": widths, "num_res_units": 2}
     iso = all(min(s) == 2 for s in strides)
     if not iso:
@@ -82,7 +89,7 @@ def unet_for(patch: Sequence[float], spacing: Sequence[float]) -> NetPlan:
     bottleneck = tuple(round(p / d, 2) for p, d in zip(patch, divisors))
     why = (f"{len(strides)} poolings leave a {_fmt(bottleneck)} bottleneck (each axis pooled while it stays ≥ "
            f"{MIN_FEATURE} voxels{'' if iso else ' and its spacing ≤ 2× the finest: thick slices pool later'}); "
-           f"widths double from 32, capped at 320 (nnU-Net)")
+           f"widths double from {base}, capped at {10 * base} (nnU-Net's rule)")
     return NetPlan(model, divisors, bottleneck, why)
 
 
@@ -101,13 +108,13 @@ def factorizer_unfit(median: Sequence[float], spacing: Sequence[float]) -> str |
     return None
 
 
-def factorizer_for(patch: Sequence[float]) -> NetPlan:
+def factorizer_for(patch: Sequence[float], base: int = 32) -> NetPlan:
     """Swin Factorizer with 4–5 levels so the smallest patch edge reaches a 4–8 voxel bottleneck, window 4."""
     levels = max(4, min(len(FACTORIZER_WIDTHS), 1 + int(math.log2(max(1.0, min(patch) / MIN_FEATURE)))))
     div = 2 ** (levels - 1) * FACTORIZER_WINDOW
     snapped = _nearest(patch, div)
     bottleneck = tuple(p / 2 ** (levels - 1) for p in snapped)
-    model = {"name": "swin_factorizer", "widths": list(FACTORIZER_WIDTHS[:levels]), "window": FACTORIZER_WINDOW,
+    model = {"name": "swin_factorizer", "widths": _widths(base, levels, 16), "window": FACTORIZER_WINDOW,
              "head_dim": 8, "deep_supervision": True}
     why = (f"{levels} levels leave a {_fmt(bottleneck)} bottleneck; window {FACTORIZER_WINDOW} so every patch edge is "
            f"a multiple of 2**{levels - 1}·{FACTORIZER_WINDOW} = {div} (the Factorizer's divisibility rule)")
@@ -132,16 +139,16 @@ def _snap(patch: Sequence[float], divisors: Sequence[int], median: Sequence[floa
     return out
 
 
-def _build(family: str, patch: Sequence[float], spacing: Sequence[float], median: Sequence[float]
+def _build(family: str, patch: Sequence[float], spacing: Sequence[float], median: Sequence[float], base: int
            ) -> tuple[NetPlan, list[int]]:
     """The network for `patch` and the patch snapped to its divisors (re-derived until both agree)."""
     if family != "unet":
-        net = factorizer_for(patch)
+        net = factorizer_for(patch, base)
         return net, _nearest(patch, net.divisors[0])
-    net = unet_for(patch, spacing)
+    net = unet_for(patch, spacing, base)
     for _ in range(4):
         snapped = _snap(patch, net.divisors, median)
-        again = unet_for(snapped, spacing)
+        again = unet_for(snapped, spacing, base)
         if again.divisors == net.divisors:
             return again, snapped
         net, patch = again, snapped
@@ -162,20 +169,21 @@ def _shrink(patch: list[int], net: NetPlan, median: Sequence[float]) -> list[int
 
 
 def search_patch(family: str, median: Sequence[float], spacing: Sequence[float], cases: int, budget: float,
-                 cost: Callable[[NetPlan, list[int], int], float], max_batch: int = 64) -> PatchPlan:
-    """Largest patch (batch 2) within `budget` bytes, then the largest batch; `cost(net, patch, batch)` → bytes."""
+                 cost: Callable[[NetPlan, list[int], int], float], max_batch: int = 64, base: int = 32) -> PatchPlan:
+    """Largest patch (batch 2) within `budget`, then the largest batch; `cost(net, patch, batch)` is in the budget's
+    unit (bytes, or the larger of memory and time as a share of their limits)."""
     patch: Sequence[float] = [float(m) for m in median]
     trail: list[str] = []
     while True:
-        net, snapped = _build(family, patch, spacing, median)
+        net, snapped = _build(family, patch, spacing, median, base)
         need = cost(net, snapped, 2)
-        trail.append(f"{_fmt(snapped)} batch 2: {need / 2**30:.3f} GiB")
+        trail.append(f"{_fmt(snapped)} batch 2: {need / budget:.0%} of the budget")
         if need <= budget:
             break
         smaller = _shrink(snapped, net, median)
         if smaller is None:
-            raise DataError(f"the smallest {family} patch {_fmt(snapped)} needs {need / 2**30:.2f} GiB for a batch of "
-                            f"2, over the {budget / 2**30:.2f} GiB budget",
+            raise DataError(f"the smallest {family} patch {_fmt(snapped)} needs {need / budget:.0%} of the budget for a "
+                            "batch of 2",
                             hint="raise --memory-gb, or plan another --model")
         patch = smaller
     cap = max(2, int(BATCH_VOXEL_SHARE * cases * math.prod(median) / math.prod(snapped)))
@@ -188,7 +196,7 @@ def search_patch(family: str, median: Sequence[float], spacing: Sequence[float],
                  + (f"shrunk along {', '.join(shrunk)} (largest relative to the median case first) until a batch "
                     f"of 2 fits the budget" if shrunk else "the whole median case fits the budget")
                  + "; rounded to the network's divisors")
-    why_batch = (f"largest batch whose measured step fits the budget ({mem / 2**30:.3f} GiB)"
+    why_batch = ("largest batch whose measured step fits the budget"
                  + (f", capped at 5% of the dataset's voxels per step ({cap})" if batch == cap and cap > 2 else "")
                  + ("; nnU-Net's minimum of 2" if batch == 2 else ""))
     return PatchPlan(net, snapped, batch, mem, why_patch, why_batch, trail)
