@@ -6,6 +6,8 @@ POST /v1/predict  multipart, one NIfTI per channel (field = channel name, aliase
                   `?outputs=mask,probabilities,uncertainty` (or `?format=zip`) → a zip of those NIfTI + summary.json;
                   `?tta=none|mirror|0,2` overrides the card's mirror test-time augmentation.
 GET  /v1/model    card facts;  GET /healthz  liveness;  GET /readyz  model loaded;  GET /docs  OpenAPI UI.
+GET  /viewer/     the browser viewer (serving/page.py; `/` redirects there): the page loads without a key, its API
+                  calls send it.
 
 Auth (see docs/serving.md): an ASGI middleware checks the bearer key before routing, so nothing — query validation,
 body reading, a 404 — happens for a request without it. Open without a key: `/healthz` and `/readyz` (which then
@@ -25,6 +27,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxray.serving.admission import RETRY_AFTER_S, upload_bytes
+from voxray.serving.page import PAGE_PATHS, add_viewer
 from voxray.serving.service import ModelService
 from voxray.serving.stats import mask_summary
 from voxray.serving.validation import UploadError, bounded_stream, check_content_length
@@ -116,7 +119,9 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
     app = FastAPI(title="voxray segmentation", version="1",
                   description="Segmentation with a voxray registry model (GET /v1/model names it). "
                               "Authorization: Bearer <API key> on every route but /healthz and /readyz.")
-    app.add_middleware(BearerAuth, service=service, open_paths=OPEN_PATHS | (DOC_PATHS if public_docs else frozenset()))
+    app.add_middleware(BearerAuth, service=service,
+                       open_paths=OPEN_PATHS | PAGE_PATHS | (DOC_PATHS if public_docs else frozenset()))
+    add_viewer(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

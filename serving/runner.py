@@ -57,12 +57,13 @@ def run_serve(job: Any) -> StageResult:
     url = start_serving(spec, job.name)
     log.info("serving %s v%s at %s", card.get("name"), card.get("version"), url)
     summary = {"url": url, "model": card.get("name"), "version": card.get("version"),
-               "channels": ", ".join(card["channels"]), "docs": f"{url}/docs"}
+               "channels": ", ".join(card["channels"]), "docs": f"{url}/docs", "viewer": f"{url}/viewer/"}
     if not spec.blocking:
         return StageResult(kind="serve", summary=summary)
     from voxray.platform.cli import _output
 
-    _output.result(f"serving [bold]{card.get('name')}[/] v{card.get('version')} at {url} (Ctrl-C stops)")
+    _output.result(f"serving [bold]{card.get('name')}[/] v{card.get('version')} at {url}, viewer {url}/viewer/ "
+                   "(Ctrl-C stops)")
     try:
         while True:
             time.sleep(1.0)

@@ -63,6 +63,9 @@ def test_wheel_contains_all_subpackages(wheel):
     for stage in STAGES:
         assert any(n.startswith(f"voxray/{stage}/") and n.endswith(".py") for n in names), stage
     assert "voxray/platform/specs/job.py" in names
+    from voxray.serving.page import ASSETS  # the browser viewer's files ship as package data
+
+    assert {f"voxray/serving/static/{name}" for name in ASSETS} <= set(names)
     assert not any(n.startswith(("platform/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "voxray = voxray.platform.cli.app:main" in zipfile.ZipFile(wheel).read(entry).decode()
