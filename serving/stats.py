@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+
+from voxray.training.metrics import label_lesions
 
 
 def class_masks(mask: np.ndarray, card: dict) -> dict[str, np.ndarray]:
@@ -23,10 +24,9 @@ def class_masks(mask: np.ndarray, card: dict) -> dict[str, np.ndarray]:
 def mask_summary(mask: np.ndarray, affine: np.ndarray, card: dict) -> dict[str, Any]:
     """{"classes": {name: {"volume_ml", "voxels", "lesions"}}, "voxel_ml", "shape"}; lesions are 26-connected."""
     voxel_ml = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
-    structure = np.ones((3,) * mask.ndim, dtype=bool)
     classes = {}
     for name, on in class_masks(mask, card).items():
         voxels = int(on.sum())
-        lesions = int(ndimage.label(on, structure=structure)[1]) if voxels else 0
+        lesions = label_lesions(on)[1] if voxels else 0
         classes[name] = {"volume_ml": round(voxels * voxel_ml, 4), "voxels": voxels, "lesions": lesions}
     return {"shape": list(mask.shape), "voxel_ml": voxel_ml, "classes": classes}

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from voxray.training.tasks import activate, activation, encode_target, output_names
 
-__all__ = ["case_metrics", "label_map_dice", "lesion_stats", "hd95", "MetricAccumulator"]
+__all__ = ["case_metrics", "label_map_dice", "label_lesions", "lesion_stats", "hd95", "MetricAccumulator"]
 
 _CONN26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -37,11 +37,18 @@ def hd95(pred: torch.Tensor, gt: torch.Tensor, spacing: Sequence[float]) -> floa
     return float(d.item())
 
 
+def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean mask (26-connected in 3D, 8 in 2D): the one lesion rule of validation
+    metrics and of the served per-class lesion counts."""
+    structure = _CONN26 if mask.ndim == 3 else np.ones((3,) * mask.ndim, dtype=bool)
+    labels, n = ndimage.label(mask, structure=structure)
+    return labels, int(n)
+
+
 def lesion_stats(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """ISLES lesion-wise figures for boolean masks: lesion-count difference and lesion-wise F1 (26-connected)."""
-    structure = _CONN26 if pred.ndim == 3 else np.ones((3, 3), dtype=bool)
-    gt_lab, n_gt = ndimage.label(gt, structure=structure)
-    pred_lab, n_pred = ndimage.label(pred, structure=structure)
+    gt_lab, n_gt = label_lesions(gt)
+    pred_lab, n_pred = label_lesions(pred)
     tp = len(np.unique(gt_lab[(gt_lab > 0) & pred])) if n_gt else 0
     fp = n_pred - (len(np.unique(pred_lab[(pred_lab > 0) & gt])) if n_pred else 0)
     fn = n_gt - tp
