@@ -181,19 +181,19 @@ class Predictor:
         from voxray.preprocessing.transforms import invert_label, invert_scores
         from voxray.training.uncertainty import case_score, member_variance, predictive_entropy
 
-        task = self.card["task"]
-        label = tasks.decode_logits(inferred.logits, task, self.card)
-        probs = tasks.activate(inferred.logits, task)
-        entropy = predictive_entropy(probs, task)
-        score = case_score(entropy, label, tasks.nonzero_mask(prepared.image), task, probs.shape[0]) | {
-            "tta_members": inferred.members}
+        task, logits = self.card["task"], inferred.logits
+        label = tasks.decode_logits(logits, task, self.card)
+        score = case_score(logits, label, tasks.nonzero_mask(prepared.image), task) | {"tta_members": inferred.members}
         pred = Prediction(mask=invert_label(label, prepared.record), uncertainty=score)
+        if "probabilities" in want or "uncertainty" in want:
+            probs = tasks.activate(logits, task)
         if "probabilities" in want:
-            fill = [1.0] + [0.0] * (probs.shape[0] - 1) if tasks.activation(task) == "softmax" else None
-            pred.probabilities = invert_scores(probs.numpy(), prepared.record,
-                                               fill if fill is not None else [0.0] * probs.shape[0])
+            k = probs.shape[0]
+            fill = [1.0] + [0.0] * (k - 1) if tasks.activation(task) == "softmax" else [0.0] * k
+            pred.probabilities = invert_scores(probs.numpy(), prepared.record, fill)
         if "uncertainty" in want:
-            maps = [entropy] + ([member_variance(inferred.variance)] if inferred.variance is not None else [])
+            maps = [predictive_entropy(probs, task)] + (
+                [member_variance(inferred.variance)] if inferred.variance is not None else [])
             pred.maps = list(invert_scores(torch.stack(maps).numpy(), prepared.record, [0.0] * len(maps)))
         return pred
 

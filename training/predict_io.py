@@ -102,7 +102,7 @@ def _channels_first(img: Any, n_channels: int) -> np.ndarray:
     if data.ndim == 3 and n_channels == 1:
         return data[None]
     if data.ndim == 4 and data.shape[3] == n_channels:
-        return np.moveaxis(data, 3, 0).copy() if n_channels > 1 else data[None, ..., 0]
+        return np.moveaxis(data, 3, 0) if n_channels > 1 else data[None, ..., 0]  # a view: reorienting copies
     raise InvalidInput(f"a single image must be 4D with {n_channels} channels on the last axis"
                        f"{' (or 3D)' if n_channels == 1 else ''}; got shape {tuple(img.shape)}")
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxray.training.tasks import activation
+from voxray.training.tasks import activate, activation
 
 __all__ = ["predictive_entropy", "max_entropy", "member_variance", "case_score"]
 
@@ -41,17 +41,18 @@ def member_variance(variance: torch.Tensor) -> torch.Tensor:
     return variance.float().mean(0)
 
 
-def case_score(entropy: torch.Tensor | np.ndarray, label: np.ndarray, body: torch.Tensor | np.ndarray | None,
-               task: str, channels: int) -> dict[str, Any]:
-    """{"score", "region", "voxels", "max_entropy"}: mean entropy over the predicted foreground (label > 0), else
-    over `body` (the input's nonzero voxels), else the whole grid. All arrays share the model grid."""
-    ent = np.asarray(entropy, dtype=np.float32)
+def case_score(logits: torch.Tensor, label: np.ndarray, body: torch.Tensor | np.ndarray | None,
+               task: str) -> dict[str, Any]:
+    """{"score", "region", "voxels", "max_entropy"}: mean predictive entropy of `logits` (K, *S) over the predicted
+    foreground (label > 0), else over `body` (the input's nonzero voxels), else the whole grid; all on the model
+    grid. Only the region's voxels are activated, so the score costs little beside the mask."""
     fg = np.asarray(label) > 0
     if fg.any():
         region, sel = "foreground", fg
     elif body is not None and np.asarray(body).any():
         region, sel = "body", np.asarray(body, dtype=bool)
     else:
-        region, sel = "all", np.ones(ent.shape, dtype=bool)
-    return {"score": round(float(ent[sel].mean()), 6), "region": region, "voxels": int(sel.sum()),
-            "max_entropy": round(max_entropy(task, channels), 6)}
+        region, sel = "all", np.ones(fg.shape, dtype=bool)
+    ent = predictive_entropy(activate(logits[:, torch.from_numpy(sel)], task), task)
+    return {"score": round(float(ent.mean()), 6), "region": region, "voxels": int(sel.sum()),
+            "max_entropy": round(max_entropy(task, int(logits.shape[0])), 6)}

@@ -71,7 +71,10 @@ def test_entropy_and_score_rules():
     assert float(predictive_entropy(certain, "labels").max()) < 1e-4
     assert float(predictive_entropy(even, "labels").min()) == pytest.approx(np.log(3), abs=1e-5)
     assert float(predictive_entropy(torch.full((2, 1, 1), 0.5), "brats_regions")) == pytest.approx(2 * np.log(2))
-    ent = np.array([[0.1, 0.9], [0.5, 0.7]])
-    assert case_score(ent, np.array([[1, 0], [0, 0]]), None, "labels", 3)["score"] == pytest.approx(0.1)
-    body = case_score(ent, np.zeros((2, 2)), np.array([[0, 1], [1, 0]]), "labels", 3)
-    assert body["region"] == "body" and body["score"] == pytest.approx(0.7)
+    logits = torch.tensor([[[9.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 9.0]]])  # (K=2, 2, 2): sure, unsure ×2, sure
+    ent = predictive_entropy(torch.softmax(logits, 0), "labels")
+    fg = case_score(logits, np.array([[1, 0], [0, 0]]), None, "labels")
+    assert fg["region"] == "foreground" and fg["score"] == pytest.approx(float(ent[0, 0]), abs=1e-6) and fg["voxels"] == 1
+    body = case_score(logits, np.zeros((2, 2)), np.array([[0, 1], [1, 0]]), "labels")
+    assert body["region"] == "body" and body["score"] == pytest.approx(np.log(2), abs=1e-5)
+    assert body["max_entropy"] == pytest.approx(np.log(2))
