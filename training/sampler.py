@@ -92,27 +92,18 @@ class PatchSampler:
         return PatchRequest(case, (start[0], start[1], start[2]), seed)
 
 
-def _read_box(arr: Any, start: Sequence[int], box: Sequence[int], lead: int) -> np.ndarray:
-    """arr[..., start:start+box] with zero padding where the box leaves the array (lead = leading non-spatial axes)."""
-    spatial = arr.shape[lead:]
-    src, dst = [], []
-    for s, p, n in zip(start, box, spatial):
-        a, b = max(s, 0), min(s + p, n)
-        src.append(slice(a, max(b, a)))
-        dst.append(slice(a - s, a - s + max(b - a, 0)))
-    out = np.zeros((*arr.shape[:lead], *box), dtype=arr.dtype)
-    out[(Ellipsis, *dst)] = arr[(slice(None),) * lead + tuple(src)]
-    return out
-
-
 def read_patch(store: Any, req: PatchRequest, box: Sequence[int],
                channels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32 (C, *box), label uint8 (*box)) for a request; a 2D box (1, y, x) keeps its unit axis."""
-    image = _read_box(store.image(req.case_id), req.start, box, lead=1)
-    if channels is not None:
-        image = image[list(channels)]
+    """(image float32 (C, *box), label uint8 (*box)) for a request; a 2D box (1, y, x) keeps its unit axis.
+
+    Only `channels` (indices into the store's channels) are copied; padding and the float16 → float32 cast happen in
+    the one copy out of each decoded chunk (`voxray.preprocessing.store.boxes.read_box`).
+    """
+    from voxray.preprocessing.store.boxes import read_box
+
     label_arr = store.label(req.case_id)
     if label_arr is None:  # splits hold labelled cases only: an all-background stand-in would teach "no lesion"
         raise DataError(f"case {req.case_id!r} has no label; training reads labelled cases only")
-    label = _read_box(label_arr, req.start, box, lead=0)
-    return image.astype(np.float32, copy=False), label
+    image = read_box(store.image(req.case_id), req.start, box, lead=1, dtype=np.float32, channels=channels)
+    label = read_box(label_arr, req.start, box, lead=0, dtype=np.uint8)
+    return image, label

@@ -37,9 +37,11 @@ class DatasetSpec(StrictModel):
 
 
 class CodecSpec(StrictModel):
-    name: Literal["lz4", "zstd", "none"] = "none"
-    """Chunk codec. Default none: the fastest 4×128³ patch reads in benchmarks/store.py (float16 64³ chunks: 29 ms vs
-    blosc-lz4 63 ms vs zstd-1 110 ms); blosc-lz4 makes the store ~2.6× smaller (0.6× the .nii.gz bytes) for slower reads."""
+    name: Literal["lz4", "zstd", "none"] = "lz4"
+    """Chunk codec (blosc, byte shuffle). Default lz4: in benchmarks/store.py (BraTS-size cases) a float16 64³ lz4
+    store is ~0.6× nnU-Net's blosc2 files (and half an uncompressed one: zeros and padded edge chunks compress to
+    nothing), and a training patch read (image + label, pad, float32) is faster than nnU-Net's; `none` reads a little
+    faster still at twice the size."""
     level: int = Field(default=1, ge=0, le=9)
     """Compression level (lz4/zstd only)."""
 

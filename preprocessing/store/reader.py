@@ -115,20 +115,36 @@ class Store:
         """Ok cases without a label (e.g. a dataset's test images), sorted."""
         return [c for c in self._ok if not self._has_label[c]]
 
+    @cached_property
+    def _ok_set(self) -> frozenset[str]:
+        return frozenset(self._ok)
+
     def _check(self, case_id: str) -> None:
-        if case_id not in set(self._ok):
+        if case_id not in self._ok_set:
             raise DataError(f"{self.uri}: no ok case {case_id!r} (see `voxray store ls {self.uri}`)")
 
+    @cached_property
+    def _arrays(self) -> dict[tuple[str, str], Any]:
+        """Opened case arrays: a training loader reads the same cases thousands of times, and opening one reads and
+        parses its metadata (a round trip on an object store). The store is read-only here, so they never go stale."""
+        return {}
+
+    def _array(self, case_id: str, name: str) -> Any:
+        key = (case_id, name)
+        if key not in self._arrays:
+            group = self._root[f"cases/{case_id}"]
+            self._arrays[key] = group[name] if name in group else None
+        return self._arrays[key]
+
     def image(self, case_id: str):
-        """(C, Z, Y, X) zarr.Array; slice it to read only the chunks a patch touches."""
+        """(C, Z, Y, X) zarr.Array; slice it (or `store.boxes.read_box`) to read only the chunks a patch touches."""
         self._check(case_id)
-        return self._root[f"cases/{case_id}/image"]
+        return self._array(case_id, "image")
 
     def label(self, case_id: str):
         """(Z, Y, X) uint8 zarr.Array, or None for an unlabelled case."""
         self._check(case_id)
-        group = self._root[f"cases/{case_id}"]
-        return group["label"] if "label" in group else None
+        return self._array(case_id, "label")
 
     def case_attrs(self, case_id: str) -> dict:
         self._check(case_id)

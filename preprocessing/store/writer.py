@@ -25,7 +25,7 @@ class WriteOptions:
 
     image_dtype: str = "float16"
     chunk: tuple[int, ...] = (64, 64, 64)
-    codec: str = "none"
+    codec: str = "lz4"
     level: int = 1
     fg_samples_per_class: int = 10_000
     label_encoding: str = "index"
