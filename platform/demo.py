@@ -71,14 +71,13 @@ def baseline_masks(store_path: str, model_dir: str, images: list[Path]) -> list[
 
 
 def quality_table(model: list[dict[str, float]], baseline: list[dict[str, float]]) -> list[dict]:
-    """Rows region → model Dice, baseline Dice, gain (means over cases), with the number of cases."""
-    rows = []
-    for region in model[0]:
-        m = float(np.mean([d[region] for d in model]))
-        b = float(np.mean([d[region] for d in baseline]))
-        rows.append({"region": region, "model_dice": round(m, 4), "baseline_dice": round(b, 4),
-                     "gain": round(m - b, 4), "cases": len(model)})
-    return rows
+    """Rows region → model Dice, baseline Dice, gain (means over the cases), with the number of cases."""
+    from voxray.training.baseline import dice_table
+
+    def mean(per_case: list[dict[str, float]]) -> dict[str, float]:
+        return {k: float(np.mean([d[k] for d in per_case])) for k in per_case[0]}
+
+    return dice_table(mean(model), mean(baseline), cases=len(model))
 
 
 def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, out: Path,

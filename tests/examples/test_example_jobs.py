@@ -399,6 +399,28 @@ def test_pipeline_demo_preprocesses_sweeps_and_serves(ws, api_key):
         _predict_over_http(s["serve.url"], api_key, ws)
     finally:
         serve.shutdown()
+    _demo_scores_the_baseline_on_the_served_path(s, ws.raw("msd_brats"))
+
+
+def _demo_scores_the_baseline_on_the_served_path(summary: dict, raw: Path) -> None:
+    """The demo's baseline masks: fitted on the store, decoded through the served model's card, on the input grid."""
+    import nibabel as nib
+    import numpy as np
+
+    from voxray.platform.demo import baseline_masks, held_back_cases, quality_table
+    from voxray.training.metrics import label_map_dice
+    from voxray.training.registry import read_card
+
+    cases = held_back_cases(raw)[:2]
+    card = read_card(summary["tune.model"])
+    masks = baseline_masks(summary["preprocess.store"], summary["tune.model"], [img for img, _ in cases])
+    scores = []
+    for (img, lab), mask in zip(cases, masks):
+        truth = np.asarray(nib.load(lab).dataobj).astype(np.uint8)
+        assert mask.shape == truth.shape and set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+        scores.append(label_map_dice(mask, truth, card["task"], card))
+    rows = quality_table(scores, scores)
+    assert [r["output"] for r in rows] == ["ET", "TC", "WT", "mean"] and all(r["gain"] == 0 for r in rows)
 
 
 LEARN_STEPS = 160
