@@ -88,6 +88,23 @@ def live_server(app) -> Iterator[str]:
         thread.join(10)
 
 
+def wait_js(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JS expression until truthy. (Playwright's wait_for_function evaluates its predicate with eval inside
+    the page, which the viewer's Content-Security-Policy rightly refuses; page.evaluate goes through the debugger.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {expression}")
+        page.wait_for_timeout(50)
+
+
+def csp_violations(page) -> list[str]:
+    """Console errors the page's Content-Security-Policy raised, collected from now on."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(m.text) if "Content Security Policy" in m.text else None)
+    return seen
+
+
 def canvas_pixels(page, selector: str) -> np.ndarray:
     """RGBA pixels (H, W, 4) of a canvas, read in the page."""
     w, h, b64 = page.evaluate("""(sel) => {

@@ -16,7 +16,8 @@ import pytest
 from voxray.preprocessing.overlay import ras_volume
 from voxray.training.predict import Predictor, predict_files
 
-from _browser import ROOT, artefact_dir, canvas_pixels, chromium, classify, free_port, voxel_samples
+from _browser import (ROOT, artefact_dir, canvas_pixels, chromium, classify, csp_violations, free_port, voxel_samples,
+                      wait_js)
 from _viewer_model import LABELS, train_small_model
 
 pytestmark = pytest.mark.slow
@@ -88,6 +89,7 @@ def test_viewer_end_to_end(served, trained, tmp_path_factory, tmp_path):
         urls, errors, statuses = [], [], []
         page.on("request", lambda r: urls.append(r.url))
         page.on("pageerror", lambda e: errors.append(str(e)))
+        csp = csp_violations(page)
         page.goto(url + "/")
         assert page.url == f"{url}/viewer/"
 
@@ -102,8 +104,8 @@ def test_viewer_end_to_end(served, trained, tmp_path_factory, tmp_path):
         page.wait_for_selector("#upload-form:not([hidden])")
         assert page.is_hidden("#error") and "viewer-e2e v1" in page.text_content("#model-name")
         page.set_input_files("#file-4d", str(image_path))
-        page.wait_for_function("!document.getElementById('segment').disabled")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('Study loaded')")
+        wait_js(page, "!document.getElementById('segment').disabled")
+        wait_js(page, "document.getElementById('status').textContent.startsWith('Study loaded')")
         page.evaluate("""() => {
             window.statusLog = [];
             new MutationObserver(() => window.statusLog.push(
@@ -157,7 +159,7 @@ def test_viewer_end_to_end(served, trained, tmp_path_factory, tmp_path):
         page.check("#show-uncertainty")
         assert (canvas_pixels(page, "#view-axial") != before).any()
         page.screenshot(path=str(out / "uncertainty.png"))
-        assert not errors, errors
+        assert not errors and not csp, (errors, csp)
         assert not any(KEY in u for u in urls), "the key went into a URL"
 
     print(f"viewer screenshots: {out}")

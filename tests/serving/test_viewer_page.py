@@ -22,7 +22,7 @@ from voxray.serving.service import ModelService
 from voxray.serving.validation import Limits
 from voxray.training.predict import Predictor
 
-from _browser import b64, chromium, live_server
+from _browser import b64, canvas_pixels, chromium, csp_violations, live_server, wait_js
 from conftest import CHANNELS, nii_bytes
 
 pytestmark = pytest.mark.slow
@@ -51,10 +51,12 @@ def page(browser, server):
     page.errors = []
     page.on("request", lambda r: page.requests.append(r.url))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.csp = csp_violations(page)
     page.goto(server + "/")
     assert page.url == server + "/viewer/"
     yield page
     assert not page.errors, page.errors
+    assert not page.csp, page.csp  # the page runs under its own Content-Security-Policy
     assert not any(KEY in u for u in page.requests), "the key went into a URL"
     page.close()
 
@@ -214,7 +216,7 @@ def test_drop_segment_results_and_downloads(page, server, images, tmp_path):
     _connect(page)
     files = {f"case_{c}.nii.gz": nii_bytes(images[c]) for c in reversed(CHANNELS)}  # dropped in the wrong order
     _drop(page, files)
-    page.wait_for_function("!document.getElementById('segment').disabled")
+    wait_js(page, "!document.getElementById('segment').disabled")
     for c in CHANNELS:  # matched by name, not by order
         assert page.evaluate(f"document.getElementById('file-{c}').files[0].name") == f"case_{c}.nii.gz"
     assert "Study loaded (22 × 20 × 18" in page.text_content("#status")
@@ -255,7 +257,7 @@ def test_every_refusal_has_a_message(page, images, tmp_path):
     noise = nib.Nifti1Image(np.random.default_rng(0).normal(size=(30, 30, 30, 2)).astype(np.float32), np.eye(4))
     (tmp_path / "big.nii.gz").write_bytes(nii_bytes(noise))
     page.set_input_files("#file-4d", str(tmp_path / "big.nii.gz"))
-    page.wait_for_function("!document.getElementById('segment').disabled")
+    wait_js(page, "!document.getElementById('segment').disabled")
     assert f"Too large for this server: upload of" in _error_after_segment(page)
     assert f"exceeds the limit of {LIMIT} bytes" in page.text_content("#error")
     # 422 from the server: channels on different grids (same shape, another affine)
@@ -263,7 +265,7 @@ def test_every_refusal_has_a_message(page, images, tmp_path):
     for name, img in (("flair", images["flair"]), ("t1gd", shifted)):
         (tmp_path / f"{name}.nii.gz").write_bytes(nii_bytes(img))
         page.set_input_files(f"#file-{name}", str(tmp_path / f"{name}.nii.gz"))
-    page.wait_for_function("!document.getElementById('segment').disabled")
+    wait_js(page, "!document.getElementById('segment').disabled")
     assert "The server refused the input: modality 't1gd'" in _error_after_segment(page)
     # 503 with Retry-After, and a dropped connection, from a stand-in for the server
     page.route("**/v1/predict*", lambda r: r.fulfill(status=503, headers={"Retry-After": "2"},
@@ -303,7 +305,7 @@ def test_qa_warnings_from_the_summary_are_listed(page, images):
     page.route("**/v1/predict*", lambda r: r.fulfill(status=200, content_type="application/zip", body=buf.getvalue()))
     _connect(page)
     _drop(page, {f"{c}.nii.gz": nii_bytes(images[c]) for c in CHANNELS})
-    page.wait_for_function("!document.getElementById('segment').disabled")
+    wait_js(page, "!document.getElementById('segment').disabled")
     page.click("#segment")
     page.wait_for_selector("#results:not([hidden])")
     items = page.eval_on_selector_all("#warnings li", "ls => ls.map((l) => l.textContent)")
@@ -311,3 +313,42 @@ def test_qa_warnings_from_the_summary_are_listed(page, images):
     assert page.is_hidden("#uncertainty-row")  # no uncertainty map came back: no toggle
     assert page.eval_on_selector_all("#downloads a", "as => as.map((a) => a.dataset.file)") == ["mask.nii.gz",
                                                                                                "summary.json"]
+
+
+def test_crosshair_slices_window_and_channel(page, images):
+    """Click sets the crosshair (RAS order on screen, file voxel in the readout), wheel and arrow keys move the
+    slice, shift-drag changes the window, the channel selector switches the grey image."""
+    _connect(page)
+    _drop(page, {f"{c}.nii.gz": nii_bytes(images[c]) for c in CHANNELS})
+    wait_js(page, "document.getElementById('status').textContent.startsWith('Study loaded')")
+    state = "window.voxrayViewer.state"
+    nx, ny, nz = page.evaluate(f"{state}.grid.shape")
+    assert (nx, ny, nz) == (22, 20, 18)  # the affine's axes are R/A/S-aligned (x flipped): same shape
+    box = page.eval_on_selector("#view-axial", "c => [c.width, c.height]")
+    u, v = 3, 4  # radiological: column 3 from the left is x = nx - 1 - 3 (patient's right), row 4 is y = ny - 1 - 4
+    page.click("#view-axial", position={"x": (u + 0.5) * box[0] / nx, "y": (v + 0.5) * box[1] / ny})
+    z0 = nz // 2
+    assert page.evaluate(f"{state}.cursor") == [nx - 1 - u, ny - 1 - v, z0]
+    i = nx - 1 - (nx - 1 - u)  # the file's i axis runs toward the left (affine[0, 0] < 0)
+    assert page.text_content("#cursor-info").startswith(f"voxel ({i}, {ny - 1 - v}, {z0})")
+    page.hover("#view-axial")
+    page.mouse.wheel(0, -120)
+    wait_js(page, f"{state}.cursor[2] === {z0 + 1}")
+    page.focus("#view-sagittal")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate(f"{state}.cursor[0]") == nx - 2 - u
+    before = page.evaluate(f"{state}.window")
+    r = page.eval_on_selector("#view-coronal", "c => c.getBoundingClientRect().toJSON()")
+    page.keyboard.down("Shift")
+    page.mouse.move(r["x"] + 20, r["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(r["x"] + 120, r["y"] + 20, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert page.evaluate(f"{state}.window") > before
+    grey = canvas_pixels(page, "#view-axial")
+    page.select_option("#channel", "1")
+    assert page.evaluate(f"{state}.channel") == 1 and (canvas_pixels(page, "#view-axial") != grey).any()
+    level = page.evaluate(f"{state}.level")
+    page.fill("#level", str(level + 50))
+    assert page.evaluate(f"{state}.level") == pytest.approx(level + 50)
