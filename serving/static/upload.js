@@ -284,7 +284,9 @@ export class Uploader {
     this.links = [];
     const stem = (this.single || this.picked[this.channels[0]]).name.replace(/\.nii(\.gz)?$/i, "");
     const files = { ...members, "summary.json": new TextEncoder().encode(JSON.stringify(summary, null, 2)) };
-    $("downloads").replaceChildren(...Object.entries(files).map(([name, bytes]) => {
+    const rank = (name) => (name === "mask.nii.gz" ? "0" : name === "summary.json" ? "2" : "1") + name;
+    const ordered = Object.entries(files).sort(([a], [b]) => (rank(a) < rank(b) ? -1 : 1));
+    $("downloads").replaceChildren(...ordered.map(([name, bytes]) => {
       const a = document.createElement("a");
       a.href = URL.createObjectURL(new Blob([bytes]));
       this.links.push(a.href);

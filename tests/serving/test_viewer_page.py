@@ -243,6 +243,11 @@ def test_drop_segment_results_and_downloads(page, server, images, tmp_path):
     assert np.array_equal(np.asarray(mask.dataobj), np.asarray(nib.Nifti1Image.from_bytes(
         gzip.decompress(served.content)).dataobj))
     assert np.allclose(mask.affine, images["flair"].affine)
+    page.check("#want-probabilities")  # class probabilities on request, as one more download
+    page.click("#segment")
+    wait_js(page, "document.querySelector('#downloads a[data-file=\"probabilities.nii.gz\"]')", timeout=60)
+    links = page.eval_on_selector_all("#downloads a", "as => as.map((a) => a.dataset.file)")
+    assert links == ["mask.nii.gz", "probabilities.nii.gz", "uncertainty.nii.gz", "summary.json"]
 
 
 def _error_after_segment(page) -> str:
