@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from voxray.platform.specs.train import TrainSpec
 from voxray.training import tasks
@@ -36,8 +36,10 @@ def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: 
 
 
 def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *, name: str, registry_root: str,
-                      metrics: Mapping[str, Any], source: Mapping[str, Any]) -> Path:
-    """Rebuild the network, load the checkpoint's weights and write the next registry version; returns its dir."""
+                      metrics: Mapping[str, Any], source: Mapping[str, Any],
+                      val_ids: Sequence[str] | None = None) -> Path:
+    """Rebuild the network, load the checkpoint's weights and write the next registry version; returns its dir.
+    With held-out `val_ids`, the card's `postprocess` says for which outputs the largest component is kept."""
     from voxray.training.loop import build_network
     from voxray.training.registry import export_model
 
@@ -45,4 +47,10 @@ def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *
     card = model_card(spec, store, metrics, {**source, "checkpoint": str(checkpoint_dir)}, state.get("lineage"))
     model = build_network(spec, in_channels=card["in_channels"], out_channels=card["out_channels"])
     model.load_state_dict(state["model"])
+    if val_ids and spec.validation.mode == "split":  # decided on held-out cases only (postprocess.py)
+        from voxray.training.data import channel_indices
+        from voxray.training.postprocess import decide_on_store
+
+        card["postprocess"] = decide_on_store(model.eval(), store, val_ids, spec, store.metadata(),
+                                              channels=channel_indices(store.channels, spec.channels))
     return export_model(model.eval(), card, registry_root, name)

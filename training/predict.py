@@ -163,11 +163,18 @@ class Predictor:
         return out  # type: ignore[return-value]
 
     def _restrict(self, inferred: Inferred, image: torch.Tensor) -> Inferred:
-        if not self.card.get("restrict_to_nonzero"):  # background outside the body, as in validation (the card)
-            return inferred
-        inferred.logits = tasks.restrict_to_nonzero(inferred.logits, image, self.card["task"])
-        if inferred.variance is not None:
-            inferred.variance = inferred.variance * tasks.nonzero_mask(image).to(inferred.variance.dtype)
+        """The card's rules on the logits: background outside the body (as validation), then the largest component
+        of the outputs the export's validation chose (`postprocess.largest_component`)."""
+        task = self.card["task"]
+        if self.card.get("restrict_to_nonzero"):
+            inferred.logits = tasks.restrict_to_nonzero(inferred.logits, image, task)
+            if inferred.variance is not None:
+                inferred.variance = inferred.variance * tasks.nonzero_mask(image).to(inferred.variance.dtype)
+        keep = (self.card.get("postprocess") or {}).get("largest_component")
+        if keep:
+            from voxray.training.postprocess import apply_largest_component
+
+            inferred.logits = apply_largest_component(inferred.logits, task, tasks.output_names(task, self.card), keep)
         return inferred
 
     def finish(self, logits: torch.Tensor, record: dict) -> np.ndarray:

@@ -149,7 +149,7 @@ def run_train(job: Any) -> StageResult:
     store = open_store(spec.store)
     _check(job, store)
     write_resolved(job, run_dir)
-    load_or_make_split(run_dir / "split.json", store, spec.validation, spec.seed)
+    split = load_or_make_split(run_dir / "split.json", store, spec.validation, spec.seed)
     (run_dir / STOPPED_FILE).unlink(missing_ok=True)
     best, metrics = (_fit_local if spec.scaling.num_workers == 0 else _fit_ray)(job, run_dir)
     if (run_dir / STOPPED_FILE).exists():
@@ -165,7 +165,7 @@ def run_train(job: Any) -> StageResult:
     if spec.export:
         model_dir = export_checkpoint(best, spec, store, name=job.name, registry_root=spec.registry, metrics=val,
                                       source={"job": job.name, "run_dir": str(run_dir),
-                                              "step": int(metrics.get("step", 0))})
+                                              "step": int(metrics.get("step", 0))}, val_ids=split.get("val"))
         summary = {"run_dir": str(run_dir), "model": str(model_dir), **summary}
     table = [{"metric": k, "value": round(v, 4)} for k, v in sorted(val.items()) if not k.startswith("baseline/")]
     versus = metrics_vs_baseline(val)
