@@ -137,14 +137,14 @@ class Predictor:
         Where the card says `restrict_to_nonzero`, voxels outside the image's nonzero region are certain
         background (as in validation) and have no TTA variance.
         """
-        from voxray.training.inference import count_windows, predict_windows
+        from voxray.training.inference import predict_windows
 
         s = self.settings
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
             mirror = s.mirror if req.mirror is None else tuple(req.mirror)
             groups.setdefault((tuple(req.image.shape), mirror, req.variance and bool(mirror)), []).append(i)
-        per_image = {key: count_windows(_grid(key[0], s.window), s.window, s.overlap) for key in groups}
+        per_image = {key: _windows(key[0], s.window, s.overlap) for key in groups}
         total, done = sum(per_image[k] * len(idx) for k, idx in groups.items()), 0
         out: list[Inferred | None] = [None] * len(requests)
         for key, idx in groups.items():
@@ -223,9 +223,12 @@ class Predictor:
         return [self.finish(lg, p.record) for lg, p in zip(logits, prepared)]
 
 
-def _grid(shape: tuple[int, ...], window: Sequence[int]) -> tuple[int, ...]:
-    """The spatial shape the window slides over: (Y, X) of every slice for a 2D window on a 3D image."""
-    return tuple(shape[-len(window):])
+def _windows(shape: tuple[int, ...], window: Sequence[int], overlap: float) -> int:
+    """Windows of one (C, *S) image: a 2D window on a 3D image slides over each of its Z slices."""
+    from voxray.training.inference import count_windows
+
+    slices = shape[1] if len(shape) - 1 > len(window) else 1
+    return slices * count_windows(shape[-len(window):], window, overlap)
 
 
 def predict_images(predictor: Predictor, inputs: Mapping[str, str | Path] | str | Path,

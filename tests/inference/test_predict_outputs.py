@@ -144,3 +144,22 @@ def test_an_eof_anywhere_is_not_a_bare_abort(two_channel, case, tmp_path, capsys
     assert main(["predict", "-m", str(two_channel), "-i", str(case), "-o", str(tmp_path / "m.nii.gz")]) == 1
     err = capsys.readouterr().err
     assert "ended early (EOFError: Compressed file ended" in err and "Abort" not in err
+
+
+def test_2d_model_progress_counts_every_slice(case):
+    import torch
+
+    class Slice2d(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    card = {"patch": [16, 16], "channels": ["flair", "t1gd"], "task": "labels",
+            "labels": {0: "background", 1: "edema", 2: "tumour"}, "preprocess": {}}
+    seen = []
+    pred, _ = predict_images(Predictor(Slice2d(), card), case, progress=lambda d, t: seen.append((d, t)))
+    assert pred.mask.shape == SHAPE and seen[-1][0] == seen[-1][1] and all(t == seen[-1][1] for _, t in seen)
+    assert seen[-1][1] % 13 == 0  # the cropped volume's 13 Z slices, each with the same windows
