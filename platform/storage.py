@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -237,8 +238,9 @@ def download(uri: str, local: Path) -> Path | None:
     if not fs.exists(path):
         return None
     local = Path(local)
+    part = f".{local.name}.{uuid.uuid4().hex[:8]}.part"  # processes on one node may fetch the same file at once
     if fs.isdir(path):
-        tmp = local.with_name(f".{local.name}.part")
+        tmp = local.with_name(part)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for remote in fs.find(path):
@@ -247,12 +249,15 @@ def download(uri: str, local: Path) -> Path | None:
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(remote, str(target))
         shutil.rmtree(local, ignore_errors=True)
-        tmp.rename(local)
+        try:
+            tmp.rename(local)
+        except OSError:  # another process put the same copy there first
+            shutil.rmtree(tmp, ignore_errors=True)
     else:
         local.parent.mkdir(parents=True, exist_ok=True)
-        part = local.with_name(f".{local.name}.part")
-        fs.get_file(path, str(part))
-        part.replace(local)
+        tmp = local.with_name(part)
+        fs.get_file(path, str(tmp))
+        tmp.replace(local)
     return local
 
 

@@ -4,6 +4,8 @@ real S3 server (SeaweedFS) started on demand with its endpoint and credentials i
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,6 +21,8 @@ S3 = S3Server.reserve()
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_PROFILE"):
     os.environ.pop(_name, None)
 os.environ.update(S3.env())
+# node-local working copies of remote run dirs and models (platform/storage.py): one folder per test session
+os.environ["VOXRAY_CACHE_DIR"] = tempfile.mkdtemp(prefix="voxray-test-cache-")
 
 
 @contextmanager
@@ -61,6 +65,10 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh empty bucket for one test, as an `s3://` URI (credentials and endpoint are in the environment)."""
     return f"s3://{s3_server.create_bucket()}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(os.environ.get("VOXRAY_CACHE_DIR", ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

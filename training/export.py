@@ -37,14 +37,14 @@ def model_card(spec: TrainSpec, store: Any, metrics: Mapping[str, Any], source: 
 
 def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *, name: str, registry_root: str,
                       metrics: Mapping[str, Any], source: Mapping[str, Any],
-                      val_ids: Sequence[str] | None = None) -> Path:
+                      val_ids: Sequence[str] | None = None) -> Path | str:
     """Rebuild the network, load the checkpoint's weights and write the next registry version; returns its dir.
     With held-out `val_ids`, the card's `postprocess` says for which outputs the largest component is kept."""
     from voxray.training.loop import build_network
     from voxray.training.registry import export_model
 
     state = load_state(checkpoint_dir)
-    card = model_card(spec, store, metrics, {**source, "checkpoint": str(checkpoint_dir)}, state.get("lineage"))
+    card = model_card(spec, store, metrics, {"checkpoint": str(checkpoint_dir), **source}, state.get("lineage"))
     model = build_network(spec, in_channels=card["in_channels"], out_channels=card["out_channels"])
     model.load_state_dict(state["model"])
     if val_ids and spec.validation.mode == "split":  # decided on held-out cases only (postprocess.py)

@@ -16,7 +16,6 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -31,6 +30,7 @@ from voxray.training.data import PatchBatches, channel_indices, load_or_make_spl
 from voxray.training.inference import autocast
 from voxray.training.init import init_weights, param_groups
 from voxray.training.losses import build_loss
+from voxray.training.rundir import TRACKING, RunDir
 from voxray.training.schedules import build_scheduler, restore_scheduler
 from voxray.training.tracking import Tracker
 from voxray.training.validation import validate, validate_baseline
@@ -127,15 +127,22 @@ def _gather(obj: Any) -> list[Any]:
 def _setup(config: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the loop needs, built from the config (store, split, model, optimiser, loader, reporter)."""
     spec = TrainSpec.model_validate(config["train"])
-    run_dir, in_ray = Path(config["run_dir"]), bool(config.get("in_ray"))
+    rd, in_ray = RunDir.from_config(config), bool(config.get("in_ray"))
+    run_dir = rd.local
     rank, world, device = _dist_env(in_ray)
     pid_dir = run_dir / "workers"  # who is training right now (ops, and the worker-kill reliability test)
     pid_dir.mkdir(parents=True, exist_ok=True)
     (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+    if rd.remote:  # the object store holds the run: the driver's split, and for rank 0 the tracking history so far
+        rd.pull("split.json", keep_missing=True)  # (a Tune trial has none there yet: it makes its own below)
+        if rank == 0:
+            rd.pull(*TRACKING)
     seed_everything(spec.seed + rank, spec.deterministic)
     store = open_store(spec.store)
     meta = store.metadata()
     split = load_or_make_split(run_dir / "split.json", store, spec.validation, spec.seed)
+    if rank == 0:
+        rd.push("split.json")
     chans = channel_indices(store.channels, spec.channels)
     in_ch = len(chans) if chans is not None else len(store.channels)
     model = build_network(spec, in_channels=in_ch, out_channels=tasks.num_outputs(spec.task, meta))
@@ -153,7 +160,7 @@ def _setup(config: Mapping[str, Any]) -> dict[str, Any]:
                           seed=spec.seed * 1000 + rank)
     c = spec.checkpoint
     reporter = RayReporter() if in_ray else LocalReporter(run_dir, keep=c.keep, metric=c.metric, mode=c.mode)
-    return dict(spec=spec, run_dir=run_dir, rank=rank, world=world, device=device, store=store, meta=meta,
+    return dict(spec=spec, rd=rd, run_dir=run_dir, rank=rank, world=world, device=device, store=store, meta=meta,
                 split=split, chans=chans, model=model, optimizer=optimizer, loader=loader, reporter=reporter,
                 scheduler=build_scheduler(optimizer, spec.schedule, spec.steps), loss_fn=build_loss(spec.loss, spec.task))
 
@@ -219,6 +226,7 @@ def _run_validation(env, step, tracker, progress, ranks: bool = True) -> dict[st
         metrics.update(progress["baseline"])
         tracker.log(step, metrics)
         tracker.plot()
+        env["rd"].push(*TRACKING)
         if not ranks:
             return metrics
         value = metrics.get(spec.checkpoint.metric)
@@ -266,7 +274,7 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
                 env["reporter"].report({**_score(env, progress), NAN_KEY: step, "step": step}, None, env["rank"])
                 if tracker:
                     tracker.log(step, {"train/loss": loss}, mlflow=False)
-                    (env["run_dir"] / STOPPED_FILE).write_text(json.dumps({"nan_loss_at_step": step}))
+                    env["rd"].write_text(STOPPED_FILE, json.dumps({"nan_loss_at_step": step}))
                 log.error("loss became %s at step %d; stopped, the last good checkpoint is kept", loss, step)
                 return {NAN_KEY: float(step)}
             since_report.append(loss)
@@ -290,4 +298,5 @@ def train_loop(config: Mapping[str, Any]) -> dict[str, float]:
         loader.close()
         if tracker:
             tracker.close()
+            env["rd"].push(*TRACKING)
     return metrics

@@ -4,6 +4,10 @@ A version is a self-contained folder: the card (model.yaml) carries the architec
 preprocessing config, so serving rebuilds the network and its transforms from the folder alone. Versions are
 integers 1, 2, 3 …; a path naming only `<registry>/<name>` means the latest version. Exports are atomic: the folder
 is written under a temporary name and renamed into place, so a reader never sees half a version.
+
+A registry may live on an object store (`s3://bucket/registry`): versions are listed by their cards, an export
+uploads the weights first and the card last (the card is the commit: a version without one is invisible), and
+`load_model` copies a version into this node's cache (versions never change, so the copy is reused).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import yaml
 
 from voxray.platform.errors import VoxrayError
+from voxray.platform.paths import is_remote, join
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,17 @@ class InvalidCard(VoxrayError):
     exit_code = 4
 
 
+def _remote(path: str | Path) -> bool:
+    return isinstance(path, str) and is_remote(path)
+
+
 def list_versions(name_dir: str | Path) -> list[int]:
     """Exported versions under `<registry>/<name>`, ascending (folders named by an integer with a card)."""
+    if _remote(name_dir):
+        from voxray.platform import storage
+
+        names = [u.rstrip("/").rsplit("/", 2)[-2] for u in storage.glob(join(str(name_dir), "*", CARD))]
+        return sorted(int(n) for n in names if n.isdigit())
     root = Path(name_dir)
     if not root.is_dir():
         return []
@@ -53,6 +67,8 @@ def list_versions(name_dir: str | Path) -> list[int]:
 
 def list_entries(root: str | Path) -> list[dict[str, Any]]:
     """Every version's card under a registry root (or under one `<root>/<name>`), by name then version."""
+    if _remote(root):
+        return _remote_entries(str(root))
     base = Path(root).expanduser()
     if list_versions(base):
         names = [base]
@@ -68,8 +84,37 @@ def list_entries(root: str | Path) -> list[dict[str, Any]]:
     return cards
 
 
-def resolve_version(path: str | Path) -> Path:
-    """The version folder for `path`: a version folder itself, or `<registry>/<name>` → its latest version."""
+def _remote_entries(root: str) -> list[dict[str, Any]]:
+    from voxray.platform import storage
+
+    found = storage.glob(join(root, "*", CARD)) + storage.glob(join(root, "*", "*", CARD))
+    cards = []
+    for uri in found:
+        vdir = uri.rsplit("/", 1)[0]
+        if not vdir.rsplit("/", 1)[-1].isdigit():
+            continue
+        try:
+            cards.append({**read_card(vdir), "path": vdir})
+        except (InvalidCard, OSError, yaml.YAMLError) as exc:
+            log.warning("skipping %s: %s", vdir, exc)
+    return sorted(cards, key=lambda c: (str(c.get("name")), int(c.get("version") or 0)))
+
+
+def resolve_version(path: str | Path) -> Path | str:
+    """The version folder for `path`: a version folder itself, or `<registry>/<name>` → its latest version (a URI
+    stays a URI)."""
+    if _remote(path):
+        from voxray.platform import storage
+
+        uri = str(path).rstrip("/")
+        if storage.exists(join(uri, CARD)):
+            return uri
+        versions = list_versions(uri)
+        if not versions:
+            raise ModelNotFound(f"no exported model at {uri!r} (expected {CARD} there or numbered versions under it)",
+                                hint="train with `train.export: true`, or point at <registry>/<name> or "
+                                     "<registry>/<name>/<version>")
+        return join(uri, str(versions[-1]))
     p = Path(path).expanduser()
     if (p / CARD).is_file():
         return p
@@ -83,11 +128,21 @@ def resolve_version(path: str | Path) -> Path:
 def read_card(path: str | Path) -> dict[str, Any]:
     """The model card of `path` (version folder or `<registry>/<name>` → latest), validated for required keys."""
     vdir = resolve_version(path)
-    with open(vdir / CARD, encoding="utf-8") as fh:
-        card = yaml.safe_load(fh)
+    if isinstance(vdir, str):
+        from voxray.platform import storage
+
+        raw = storage.read_bytes(join(vdir, CARD))
+        if raw is None:
+            raise ModelNotFound(f"{join(vdir, CARD)} disappeared while reading it")
+        card = yaml.safe_load(raw.decode("utf-8"))
+        source = join(vdir, CARD)
+    else:
+        with open(vdir / CARD, encoding="utf-8") as fh:
+            card = yaml.safe_load(fh)
+        source = str(vdir / CARD)
     if not isinstance(card, dict):
-        raise InvalidCard(f"{vdir / CARD}: expected a mapping, got {type(card).__name__}")
-    _check_card(card, str(vdir / CARD))
+        raise InvalidCard(f"{source}: expected a mapping, got {type(card).__name__}")
+    _check_card(card, source)
     return card
 
 
@@ -135,13 +190,15 @@ def _state_dict(model: Any) -> dict:
     return out
 
 
-def export_model(model: Any, card: dict, registry_root: str | Path, name: str) -> Path:
+def export_model(model: Any, card: dict, registry_root: str | Path, name: str) -> Path | str:
     """Write `model`'s weights and `card` as the next version of `<registry_root>/<name>`; returns the version folder.
 
     `card` needs at least REQUIRED_KEYS (see docs/CONTRACTS.md "Registry"); name, version and created are set here.
     """
     from safetensors.torch import save_file
 
+    if _remote(registry_root):
+        return _export_remote(model, card, str(registry_root), name)
     name_dir = Path(registry_root).expanduser() / name
     name_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=name_dir))
@@ -149,10 +206,7 @@ def export_model(model: Any, card: dict, registry_root: str | Path, name: str) -
         save_file(_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt", "name": name})
         for _ in range(100):  # concurrent exporters: retry with the next free number
             version = (list_versions(name_dir) or [0])[-1] + 1
-            full = {k: None for k in CARD_KEYS}
-            full.update(_plain(card))
-            full.update(name=name, version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat())
-            _check_card(full, f"card for {name}")
+            full = _full_card(card, name, version)
             (tmp / CARD).write_text(yaml.safe_dump(full, sort_keys=False), encoding="utf-8")
             try:
                 os.rename(tmp, name_dir / str(version))
@@ -164,6 +218,45 @@ def export_model(model: Any, card: dict, registry_root: str | Path, name: str) -
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _full_card(card: dict, name: str, version: int) -> dict:
+    full = {k: None for k in CARD_KEYS}
+    full.update(_plain(card))
+    full.update(name=name, version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat())
+    _check_card(full, f"card for {name}")
+    return full
+
+
+def _export_remote(model: Any, card: dict, registry_root: str, name: str) -> str:
+    """Upload the next version to an object store: weights first, the card last (its commit). Object stores have
+    no atomic rename, so two exporters of the same name at the same moment could pick one number: export once
+    per name at a time (a pipeline or a sweep does)."""
+    from safetensors.torch import save_file
+
+    from voxray.platform import storage
+
+    name_uri = join(registry_root, name)
+    version = (list_versions(name_uri) or [0])[-1] + 1
+    vuri = join(name_uri, str(version))
+    with tempfile.TemporaryDirectory(prefix="voxray-export-") as tmp:
+        save_file(_state_dict(model), str(Path(tmp) / WEIGHTS), metadata={"format": "pt", "name": name})
+        storage.upload(Path(tmp) / WEIGHTS, join(vuri, WEIGHTS), changed_only=False)
+        storage.write_bytes(join(vuri, CARD), yaml.safe_dump(_full_card(card, name, version), sort_keys=False).encode())
+    log.info("exported %s version %d to %s", name, version, vuri)
+    return vuri
+
+
+def local_copy(vdir: str | Path) -> Path:
+    """A local folder holding version `vdir` (itself when local; a copy in this node's cache for a URI)."""
+    if not isinstance(vdir, str) or not is_remote(vdir):
+        return Path(vdir)
+    from voxray.platform import storage
+
+    local = storage.cache_dir("models", vdir)
+    if not ((local / CARD).is_file() and (local / WEIGHTS).is_file()):
+        storage.download(vdir, local)
+    return local
 
 
 def build_from_card(card: dict) -> Any:
@@ -183,7 +276,7 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict]:
     import torch
     from safetensors.torch import load_file
 
-    vdir = resolve_version(path)
+    vdir = local_copy(resolve_version(path))
     card = read_card(vdir)
     if not (vdir / WEIGHTS).is_file():
         raise ModelNotFound(f"{vdir} has a card but no {WEIGHTS}")
@@ -210,5 +303,5 @@ def _is_tied(model: Any, key: str, weights: dict) -> bool:
 
 
 __all__ = ["export_model", "load_model", "read_card", "resolve_version", "list_versions", "list_entries",
-           "build_from_card",
+           "build_from_card", "local_copy",
            "ModelNotFound", "InvalidCard", "WEIGHTS", "CARD"]

@@ -50,8 +50,14 @@ class StoreFiles:
     def _path(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key}"
 
+    def _fresh(self, path: str) -> str:
+        """Forget cached listings: Ray tasks on other processes and nodes write rows here (s3fs caches `ls`)."""
+        if self.local is None:
+            self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, key: str) -> bool:
-        return self.fs.exists(self._path(key))
+        return self.fs.exists(self._fresh(self._path(key)))
 
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
@@ -80,7 +86,7 @@ class StoreFiles:
 
     def list(self, prefix: str) -> list[str]:
         """Keys (relative) of the files directly under folder `prefix`."""
-        path = self._path(prefix)
+        path = self._fresh(self._path(prefix))
         if not self.fs.exists(path):
             return []
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from typing import Any
 
@@ -87,6 +88,18 @@ class Store:
     def case_ids(self) -> list[str]:
         """Ids of cases with an ok manifest row, sorted."""
         return list(self._ok)
+
+    def data_version(self) -> dict:
+        """{"hash", "cases": {case id: checksum}} of the ok cases' stored image and label bytes (the manifest's
+        sha256s): what training reads, so a run keyed on it notices added, removed and changed cases."""
+        import hashlib
+
+        t = self._manifest
+        cols = {c: t.column(c).to_pylist() for c in ("case_id", "status", "image_sha256", "label_sha256")}
+        cases = {cid: hashlib.sha256(f"{img}:{lab}".encode()).hexdigest()[:16]
+                 for cid, st, img, lab in zip(*cols.values()) if st == "ok"}
+        digest = hashlib.sha256(json.dumps(cases, sort_keys=True).encode()).hexdigest()[:16]
+        return {"hash": digest, "cases": dict(sorted(cases.items()))}
 
     @cached_property
     def _has_label(self) -> dict[str, bool]:

@@ -43,6 +43,16 @@ class FakeStore:
     def case_ids(self) -> list[str]:
         return sorted(self.cases)
 
+    def data_version(self) -> dict:
+        """As Store.data_version: checksums of the cases' bytes (what run_train keys a finished run on)."""
+        import hashlib
+        import json
+
+        cases = {c: hashlib.sha256(np.ascontiguousarray(img).tobytes()
+                                   + (b"" if lab is None else np.ascontiguousarray(lab).tobytes())).hexdigest()[:16]
+                 for c, (img, lab) in sorted(self.cases.items())}
+        return {"hash": hashlib.sha256(json.dumps(cases).encode()).hexdigest()[:16], "cases": cases}
+
     def image(self, case_id):
         return self.cases[case_id][0]
 

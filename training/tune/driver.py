@@ -16,9 +16,11 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from voxray.platform.paths import join
 from voxray.platform.specs.job import TrainJob, TuneJob
 from voxray.platform.specs.train import TrainSpec
 from voxray.training.loop import NAN_KEY
+from voxray.training.rundir import RunDir
 from voxray.training.tune.space import SearchSpace, apply_values
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,10 @@ def trial_job(job: TuneJob, values: dict[str, Any], trial_id: str) -> TrainJob:
     return TrainJob(name=trial_id, ray=job.ray, train=spec)
 
 
-def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
-    """Where a trial's Train run keeps metrics.csv, its split and (under `ray/`) its checkpoints."""
-    return Path(sweep_dir) / TRIALS_DIR / trial_id
+def trial_dir(sweep_dir: str | Path, trial_id: str) -> RunDir:
+    """Where a trial's Train run keeps metrics.csv, its split and (under `ray/`) its checkpoints (a local path or
+    an object-store URI, as the sweep's)."""
+    return RunDir.at(join(str(sweep_dir), TRIALS_DIR, trial_id))
 
 
 def run_trial(config: dict[str, Any], *, job: dict[str, Any], sweep_dir: str) -> None:
@@ -82,8 +85,9 @@ def run_trial(config: dict[str, Any], *, job: dict[str, Any], sweep_dir: str) ->
     values = SearchSpace(tune_job.tune.space).decode(config)
     trial_id = ray.tune.get_context().get_trial_id()
     train_job = trial_job(tune_job, values, trial_id)
-    spec, run_dir = train_job.train, trial_dir(sweep_dir, trial_id)
+    spec, rd = train_job.train, trial_dir(sweep_dir, trial_id)
     log.info("trial %s: %s", trial_id, values)
-    trainer = build_trainer(train_job, run_dir=run_dir, storage_path=run_dir / "ray", name=trial_id,
+    trainer = build_trainer(train_job, run_dir=rd.local, run_uri=rd.uri if rd.remote else None,
+                            storage_path=rd.child("ray"), name=trial_id,
                             callbacks=[ValidationReports(spec.validation.every, spec.steps)])
     trainer.fit()

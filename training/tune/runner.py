@@ -1,9 +1,11 @@
 """`run_tune(job)`: validate the space, run (or resume) the Tune sweep of Ray Train trials, then report.
 
-The sweep lives in `<tune.output>/<job name>/`: `experiment/` (Tune's state, one folder per trial), `trials/<id>/`
-(each trial's Train run: metrics.csv, checkpoints), `sweep.json` (spec fingerprint), the results tables, plots,
-`best_train.yaml` and `mlflow.db`. Rerunning the same job after the driver died resumes the sweep with
-`Tuner.restore`: finished trials are kept, interrupted ones resume from their own Train checkpoints.
+The sweep lives in `<tune.output>/<job name>/` (a local path or an object-store URI): `experiment/` (Tune's state,
+one folder per trial), `trials/<id>/` (each trial's Train run: metrics.csv, checkpoints), `sweep.json` (spec
+fingerprint and the store's data version), the results tables, plots, `best_train.yaml` and `mlflow.db`. Rerunning
+the same job after the driver died resumes the sweep with `Tuner.restore`: finished trials are kept, interrupted
+ones resume from their own Train checkpoints. A store whose cases changed since the sweep started starts it over
+(the reason is logged); a changed spec is refused, so two sweeps never mix.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from voxray.platform.errors import SpecError, VoxrayError
 from voxray.platform.specs.job import TuneJob
-from voxray.platform.specs.loader import write_resolved
+from voxray.platform.specs.loader import RESOLVED_NAME, dump_job
 from voxray.platform.stages import StageResult
-from voxray.training.tune.driver import run_trial
+from voxray.training.rundir import RunDir, data_changes
+from voxray.training.tune.driver import TRIALS_DIR, run_trial
 from voxray.training.tune.report import report_sweep
 from voxray.training.tune.search import build_scheduler, build_search
 from voxray.training.tune.space import SearchSpace, check_space
@@ -29,8 +31,8 @@ EXPERIMENT = "experiment"
 FINGERPRINT = "sweep.json"
 
 
-def sweep_dir(job: TuneJob) -> Path:
-    return Path(job.tune.output) / job.name
+def sweep_dir(job: TuneJob) -> RunDir:
+    return RunDir.of(job.tune.output, job.name)
 
 
 def run_tune(job: TuneJob) -> StageResult:
@@ -39,17 +41,18 @@ def run_tune(job: TuneJob) -> StageResult:
         raise SpecError("", ["train.store: required for a `tune` job (only a pipeline fills it from preprocess)"])
     space = SearchSpace(job.tune.space)
     checked = check_space(job.train, space)
-    _check_store(checked)
+    data = _check_store(checked)
     root = sweep_dir(job)
-    tuner, restored = _tuner(job, space, root)
+    tuner, restored = _tuner(job, space, root, data)
     log.info("sweep %s: %s (%d specs validated up front) → %s", job.name,
-             "resuming" if restored else f"{space.num_trials(job.tune.num_samples)} trials", len(checked), root)
+             "resuming" if restored else f"{space.num_trials(job.tune.num_samples)} trials", len(checked), root.uri)
     grid = tuner.fit()
     return report_sweep(job, space, root, grid, restored=restored)
 
 
-def _check_store(specs: list) -> None:
-    """Channels and task of every checked spec against the store (SpecError before any trial starts)."""
+def _check_store(specs: list) -> dict:
+    """Channels and task of every checked spec against the store (SpecError before any trial starts); returns the
+    store's data version."""
     from voxray.platform.errors import DataError
     from voxray.training import tasks
     from voxray.training.data import channel_indices
@@ -67,6 +70,7 @@ def _check_store(specs: list) -> None:
                 problems.append(line)
     if problems:
         raise SpecError("tune.space", problems, hint=f"the store {specs[0].store} has channels {list(store.channels)}")
+    return store.data_version()
 
 
 def _fingerprint(job: TuneJob) -> str:
@@ -76,18 +80,26 @@ def _fingerprint(job: TuneJob) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_same_sweep(root: Path, job: TuneJob) -> None:
-    path = root / FINGERPRINT
-    old = json.loads(path.read_text()).get("fingerprint") if path.exists() else None
-    if old is not None and old != _fingerprint(job):
-        raise VoxrayError(f"{root} holds a sweep started from a different train/tune spec; refusing to mix them",
+def _same_sweep(root: RunDir, job: TuneJob, data: dict) -> bool:
+    """False when the sweep in `root` ran on other store data (then it starts over, logged); VoxrayError when it
+    came from a different spec (two sweeps are never mixed)."""
+    old = root.read_json(FINGERPRINT) or {}
+    if old.get("fingerprint") is not None and old["fingerprint"] != _fingerprint(job):
+        raise VoxrayError(f"{root.uri} holds a sweep started from a different train/tune spec; refusing to mix them",
                           hint="change tune.output or the job name, or delete that folder to start over")
+    why = data_changes(old.get("data"), data)
+    if why is None:
+        return True
+    log.warning("%s: the store changed since this sweep started (%s): starting the sweep over on the new data "
+                "(exported models stay in the registry)", root.uri, why)
+    root.remove(EXPERIMENT, TRIALS_DIR)
+    return False
 
 
-def _trainable(job: TuneJob, root: Path) -> Any:
+def _trainable(job: TuneJob, root: RunDir) -> Any:
     from ray import tune
 
-    fn = tune.with_parameters(run_trial, job=job.model_dump(mode="json"), sweep_dir=str(root))
+    fn = tune.with_parameters(run_trial, job=job.model_dump(mode="json"), sweep_dir=root.uri)
     return tune.with_resources(fn, {"CPU": job.tune.trial_cpus})
 
 
@@ -95,23 +107,26 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def _tuner(job: TuneJob, space: SearchSpace, root: Path) -> tuple[Any, bool]:
-    """A new Tuner, or the interrupted one restored from `<root>/experiment` (same spec only)."""
+def _tuner(job: TuneJob, space: SearchSpace, root: RunDir, data: dict) -> tuple[Any, bool]:
+    """A new Tuner, or the interrupted one restored from `<root>/experiment` (same spec and store data only)."""
     from ray import tune
 
-    exp = root / EXPERIMENT
+    from voxray.platform.storage import ray_storage
+
+    exp_path, filesystem = ray_storage(root.child(EXPERIMENT))
     trainable = _trainable(job, root)
-    if tune.Tuner.can_restore(str(exp)):
-        _check_same_sweep(root, job)
-        log.info("restoring the sweep in %s", exp)
-        return tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True), True
-    root.mkdir(parents=True, exist_ok=True)
-    write_resolved(job, root)
-    (root / FINGERPRINT).write_text(json.dumps({"fingerprint": _fingerprint(job)}))
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem) and _same_sweep(root, job, data):
+        log.info("restoring the sweep in %s", root.child(EXPERIMENT))
+        return tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem), True
+    root.local.mkdir(parents=True, exist_ok=True)
+    root.write_text(RESOLVED_NAME, dump_job(job))
+    root.write_text(FINGERPRINT, json.dumps({"fingerprint": _fingerprint(job), "data": data}))
+    storage_path, filesystem = ray_storage(root.uri)
     t = job.tune
     config = tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=build_search(t, job.train.seed),
                              scheduler=build_scheduler(t, job.train, space), num_samples=t.num_samples,
                              max_concurrent_trials=t.max_concurrent, trial_dirname_creator=_trial_dirname)
-    run = tune.RunConfig(name=EXPERIMENT, storage_path=str(root.resolve()), verbose=1,
-                         failure_config=tune.FailureConfig(max_failures=0))
+    run = tune.RunConfig(name=EXPERIMENT, storage_path=storage_path, storage_filesystem=filesystem,
+                         verbose=1, failure_config=tune.FailureConfig(max_failures=0))
     return tune.Tuner(trainable, param_space=space.param_space(), tune_config=config, run_config=run), False
