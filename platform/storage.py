@@ -240,11 +240,16 @@ def download(uri: str, local: Path) -> Path | None:
     local = Path(local)
     part = f".{local.name}.{uuid.uuid4().hex[:8]}.part"  # processes on one node may fetch the same file at once
     if fs.isdir(path):
+        root = path.rstrip("/")
+        files = [p for p, info in fs.find(path, detail=True).items()
+                 if info.get("type") != "directory" and p.rstrip("/") != root]
+        if not files:  # an empty folder entry (some S3 servers keep one after its objects are deleted)
+            return None
         tmp = local.with_name(part)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for remote in fs.find(path):
-            rel = remote[len(path.rstrip("/")) + 1:] if remote.startswith(path.rstrip("/") + "/") else remote
+        for remote in files:
+            rel = remote[len(root) + 1:] if remote.startswith(root + "/") else remote
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(remote, str(target))
