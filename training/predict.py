@@ -132,34 +132,42 @@ class Predictor:
         return [r.logits for r in self.run([Request(img, mirror) for img in images], progress=progress)]
 
     def run(self, requests: Sequence[Request], progress: Progress | None = None) -> list[Inferred]:
-        """Inference for several requests: same shape and TTA share the window loop and forward passes.
+        """Inference for several requests: requests of one TTA setting share forward passes — same-shape images
+        through one window loop, different shapes (3D windows) window by window (`windows.predict_windows_mixed`).
 
         Where the card says `restrict_to_nonzero`, voxels outside the image's nonzero region are certain
         background (as in validation) and have no TTA variance.
         """
         from voxray.training.inference import predict_windows
+        from voxray.training.windows import predict_windows_mixed
 
         s = self.settings
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
             mirror = s.mirror if req.mirror is None else tuple(req.mirror)
-            groups.setdefault((tuple(req.image.shape), mirror, req.variance and bool(mirror)), []).append(i)
-        per_image = {key: _windows(key[0], s.window, s.overlap) for key in groups}
-        total, done = sum(per_image[k] * len(idx) for k, idx in groups.items()), 0
+            shape = tuple(req.image.shape) if len(s.window) == 2 else None  # 3D windows batch across shapes
+            groups.setdefault((shape, mirror, req.variance and bool(mirror)), []).append(i)
+        per_image = [_windows(tuple(r.image.shape), s.window, s.overlap) for r in requests]
+        total, done = sum(per_image), 0
         out: list[Inferred | None] = [None] * len(requests)
         for key, idx in groups.items():
             _, mirror, variance = key
             for start in range(0, len(idx), SW_BATCH_CAP):
                 part = idx[start:start + SW_BATCH_CAP]
                 report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
-                res = predict_windows(self.model, torch.stack([requests[i].image for i in part]), s.window,
-                                      s.overlap, batch=s.batch * len(part), device=s.device, precision=s.precision,
-                                      mirror=mirror, variance_task=self.card["task"] if variance else None,
-                                      progress=report)
-                for j, i in enumerate(part):
-                    out[i] = self._restrict(Inferred(res.logits[j], None if res.variance is None else
-                                                     res.variance[j], 2 ** len(mirror)), requests[i].image)
-                done += per_image[key] * len(part)
+                kwargs = dict(batch=s.batch * len(part), device=s.device, precision=s.precision, mirror=mirror,
+                              variance_task=self.card["task"] if variance else None, progress=report)
+                images = [requests[i].image for i in part]
+                if len({tuple(img.shape) for img in images}) == 1:
+                    res = predict_windows(self.model, torch.stack(images), s.window, s.overlap, **kwargs)
+                    results = [(res.logits[j], None if res.variance is None else res.variance[j])
+                               for j in range(len(part))]
+                else:
+                    results = [(r.logits, r.variance) for r in
+                               predict_windows_mixed(self.model, images, s.window, s.overlap, **kwargs)]
+                for i, (logits, var) in zip(part, results):
+                    out[i] = self._restrict(Inferred(logits, var, 2 ** len(mirror)), requests[i].image)
+                done += sum(per_image[i] for i in part)
         return out  # type: ignore[return-value]
 
     def _restrict(self, inferred: Inferred, image: torch.Tensor) -> Inferred:
