@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -112,6 +113,27 @@ def channel_indices(store_channels: Sequence[str], wanted: Sequence[str] | None)
     return [lower.index(w.lower()) for w in wanted]
 
 
+def _serial_pool(workers: int) -> ThreadPoolExecutor:
+    """Loader threads whose torch ops run on one thread each (as DataLoader worker processes do): with intra-op
+    parallelism every loader thread's copies and augmentations fork OpenMP teams that spin against the training
+    step's on a busy machine (a patch read went from ~30 ms to ~300 ms in benchmarks/store.py). The setting is
+    per thread; the global default for threads started later is restored once the workers exist."""
+    before = torch.get_num_threads()
+    ready = threading.Barrier(workers + 1)
+
+    def init() -> None:
+        torch.get_num_threads()  # torch's lazy per-thread init first, or it would reapply the global default later
+        torch.set_num_threads(1)
+        ready.wait()
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxray-loader", initializer=init)
+    for _ in range(workers):
+        pool.submit(lambda: None)
+    ready.wait()
+    torch.set_num_threads(before)
+    return pool
+
+
 class PatchBatches:
     """Endless iterator of (image (B, C, *P), target (B, K|1, *P)) batches read by `workers` threads.
 
@@ -129,7 +151,7 @@ class PatchBatches:
                                     seed=seed)
         self.augment = Augmenter(augment or AugmentSpec(enabled=False), len(patch))
         self.prefetch = max(prefetch, 1)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxray-loader") if workers else None
+        self.pool = _serial_pool(workers) if workers else None
         self.queue: deque[tuple[dict, list[Future] | list]] = deque()
 
     def _sample(self, req) -> tuple[torch.Tensor, torch.Tensor]:

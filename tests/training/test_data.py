@@ -90,3 +90,26 @@ def test_2d_batches_with_label_targets(fake_store):
     x, y = next(b)
     assert x.shape == (3, 2, 16, 16) and y.shape == (3, 1, 16, 16) and y.dtype == torch.long
     b.close()
+
+
+def test_loader_threads_run_torch_single_threaded_and_leave_the_caller_alone(fake_store):
+    import threading
+
+    import torch
+
+    from voxray.training.data import _serial_pool
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pool = _serial_pool(2)
+        seen = {pool.submit(lambda: (threading.get_ident(), torch.get_num_threads())).result() for _ in range(8)}
+        pool.shutdown()
+        assert {n for _, n in seen} == {1}
+        assert torch.get_num_threads() == 2
+        fresh = []
+        t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        t.start(), t.join()
+        assert fresh == [2]  # threads started later get the caller's setting back
+    finally:
+        torch.set_num_threads(before)
