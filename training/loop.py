@@ -212,29 +212,32 @@ def _report(env: dict[str, Any], step: int, metrics: dict, progress: dict, with_
 
 
 def _run_validation(env, step, tracker, progress, ranks: bool = True) -> dict[str, float]:
-    """Validate on rank 0; `ranks` False (the untrained step-0 look) keeps the figures out of checkpoint ranking."""
-    spec = env["spec"]
-    metrics: dict[str, float] = {}
-    if env["rank"] == 0:
-        metrics = validate(unwrap(env["model"]), env["store"], env["split"]["val"], spec, env["meta"],
-                           channels=env["chans"], device=env["device"], step=step,
-                           overlay_dir=env["run_dir"] / "overlays", tracker=tracker,
-                           on_case=lambda done, total: tracker.validation_progress(step, done, total))
-        if "baseline" not in progress:  # once per run: the non-learned reference beside every val/dice
-            progress["baseline"] = validate_baseline(env["store"], env["split"]["train"], env["split"]["val"], spec,
-                                                     env["meta"], channels=env["chans"])
-        metrics.update(progress["baseline"])
-        tracker.log(step, metrics)
-        tracker.plot()
-        env["rd"].push(*TRACKING)
-        if not ranks:
-            return metrics
-        value = metrics.get(spec.checkpoint.metric)
-        best = progress.get("best")
-        if value is not None and np.isfinite(value) and (
-                best is None or (value > best if spec.checkpoint.mode == "max" else value < best)):
-            progress["best"] = value
-        progress["last_val"] = metrics
+    """Validate on every rank (each its share of the cases; see validation.py), track on rank 0; `ranks` False (the
+    untrained step-0 look) keeps the figures out of checkpoint ranking. All ranks must call it together."""
+    spec, rank, world = env["spec"], env["rank"], env["world"]
+    lead = rank == 0
+    metrics = validate(unwrap(env["model"]), env["store"], env["split"]["val"], spec, env["meta"],
+                       channels=env["chans"], device=env["device"], step=step,
+                       overlay_dir=env["run_dir"] / "overlays" if lead else None, tracker=tracker,
+                       on_case=(lambda done, total: tracker.validation_progress(step, done, total)) if lead else None,
+                       rank=rank, world=world)
+    if "baseline" not in progress:  # once per run: the non-learned reference beside every val/dice
+        progress["baseline"] = validate_baseline(env["store"], env["split"]["train"], env["split"]["val"], spec,
+                                                 env["meta"], channels=env["chans"], rank=rank, world=world)
+    metrics.update(progress["baseline"])
+    if not lead:
+        return {}
+    tracker.log(step, metrics)
+    tracker.plot()
+    env["rd"].push(*TRACKING)
+    if not ranks:
+        return metrics
+    value = metrics.get(spec.checkpoint.metric)
+    best = progress.get("best")
+    if value is not None and np.isfinite(value) and (
+            best is None or (value > best if spec.checkpoint.mode == "max" else value < best)):
+        progress["best"] = value
+    progress["last_val"] = metrics
     return metrics
 
 
