@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install.stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo bench clean docs
+.PHONY: install test test-fast demo bench bench-peers clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,24 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Optional peers for benchmarks/store.py (nnU-Net v2.8.1, run for real) in their own venv: torch pinned first, then
+# nnU-Net and its own packages without their dependency lists (they would pull timm, torchvision, CUDA wheels), then
+# only the runtime dependencies its conversion, load_case, crop_and_pad_nd and data loader import.
+PEERS := .venv-peers
+PEER_STAMP := $(PEERS)/.install.stamp
+$(PEER_STAMP): Makefile
+	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet torch==2.13.0
+	$(PEERS)/bin/python -m pip install --quiet --no-deps nnunetv2==2.8.1 dynamic-network-architectures==0.4.4 \
+		acvl-utils==0.2.6 batchgenerators==0.25.5 batchgeneratorsv2==0.3.6
+	$(PEERS)/bin/python -m pip install --quiet numpy blosc2 SimpleITK nibabel scipy scikit-image pandas tqdm \
+		threadpoolctl
+	$(PEERS)/bin/python -c "import importlib.util as u, sys; bad = [m for m in ('torchvision', 'timm') if u.find_spec(m)]; sys.exit(f'peer venv has {bad}' if bad else 0)"
+	$(PEERS)/bin/python -c "import nnunetv2.experiment_planning.plan_and_preprocess_api, nnunetv2.training.dataloading.data_loader"
+	touch $(PEER_STAMP)
+
+bench-peers: $(PEER_STAMP)
 
 docs: $(STAMP)
 	$(BIN)/voxray schema --markdown > docs/spec-reference.md

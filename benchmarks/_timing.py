@@ -4,9 +4,9 @@
   load swing hits every side alike; at least `MIN_REPEATS` rounds after a warm-up round.
 - `Stat` keeps every sample and reports the median and spread (quartiles, min–max, relative IQR).
 - `paired` turns two interleaved series into per-round ratios: drift that lasts a round cancels in each ratio.
-- `Results` records the load average before, during and after, and refuses to write a result file whose gated
-  figures (the headline ratios) spread wider than `max_spread` (relative IQR): it says so and exits nonzero instead,
-  and keeps the refused figures under results/rejected/ (not committed) for inspection.
+- `Results` records the load average before, during and after, and refuses every gated figure (a headline ratio)
+  that spreads wider than `max_spread` (relative IQR): its value in the file becomes "not written: spread too wide"
+  (the samples stay under `stats` for inspection), the benchmark says so and exits `REFUSED` instead of 0.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ MIN_REPEATS = 5
 MAX_SPREAD = 0.25
 """Default gate: a headline ratio whose IQR is more than 25 % of its median is not a measurement."""
 REFUSED = 3
-"""Exit status of a benchmark whose results were not written because the spread was too wide."""
+"""Exit status of a benchmark that refused a figure because its spread was too wide."""
+NOT_WRITTEN = "not written: spread too wide"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -82,6 +83,15 @@ def paired(a: Stat, b: Stat) -> Stat:
     return Stat([x / y for x, y in zip(a.samples, b.samples)], unit="×")
 
 
+@dataclass(frozen=True)
+class Measured:
+    """Seconds a callable measured itself (e.g. work done in another process, without the round trip); returning
+    one from a callable given to `interleave` replaces the caller-side timing of that call."""
+
+    wall: float
+    cpu: float
+
+
 @dataclass
 class Rounds:
     """What `interleave` measured: wall and process-CPU seconds per callable, and the load at each round."""
@@ -92,9 +102,12 @@ class Rounds:
 
 
 def interleave(fns: Mapping[str, Callable[[], Any]], repeats: int = MIN_REPEATS, *, warmup: int = 1,
-               min_repeats: int = MIN_REPEATS, log: Callable[[str], None] | None = None) -> Rounds:
+               min_repeats: int = MIN_REPEATS, log: Callable[[str], None] | None = None,
+               on_round: Callable[[int], None] | None = None) -> Rounds:
     """Run every callable once per round for `warmup` + `repeats` rounds, rotating the order each round; only the
-    rounds after the warm-up count. CPU time is this process's (threads included; not child processes)."""
+    rounds after the warm-up count. CPU time is this process's (threads included; not child processes) unless the
+    callable returns a `Measured`. `on_round(r)` runs untimed before round r (e.g. to pick that round's inputs, the
+    same for every callable)."""
     if repeats < min_repeats:
         raise ValueError(f"{repeats} repeats: at least {min_repeats} are needed for a median and a spread")
     names = list(fns)
@@ -103,10 +116,14 @@ def interleave(fns: Mapping[str, Callable[[], Any]], repeats: int = MIN_REPEATS,
     load = []
     for r in range(warmup + repeats):
         order = names[r % len(names):] + names[:r % len(names)]
+        if on_round is not None:
+            on_round(r)
         for name in order:
             c, w = time.process_time(), time.perf_counter()
-            fns[name]()
+            got = fns[name]()
             dw, dc = time.perf_counter() - w, time.process_time() - c
+            if isinstance(got, Measured):
+                dw, dc = got.wall, got.cpu
             if r >= warmup:
                 wall[name].append(dw)
                 cpu[name].append(dc)
@@ -116,6 +133,31 @@ def interleave(fns: Mapping[str, Callable[[], Any]], repeats: int = MIN_REPEATS,
                 + ", ".join(f"{n} {wall[n][-1] if r >= warmup else dw:.3g} s" for n in names)
                 + f" (load {load[-1]:.1f})")
     return Rounds({n: Stat(v) for n, v in wall.items()}, {n: Stat(v) for n, v in cpu.items()}, load[warmup:])
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of `pid` (default: this process), its reaped children and every live descendant,
+    from /proc (Linux): what a Ray run costs across its raylet and worker processes. 0.0 where /proc is missing."""
+    root = pid or os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        parents[int(entry.name)] = int(fields[1])
+        # utime, stime, cutime, cstime (fields 14-17 of stat; 11-14 after the command name)
+        times[int(entry.name)] = sum(int(v) for v in fields[11:15]) / tick
+    total = 0.0
+    for p in times:
+        q = p
+        while q not in (0, 1, root) and q in parents:
+            q = parents[q]
+        if q == root:
+            total += times[p]
+    return total
 
 
 def load_average() -> list[float]:
@@ -159,22 +201,23 @@ class Results:
                 "load_average": load, "seconds": round(time.time() - self.started, 1)}
 
     def write(self) -> int:
-        """Write the result file (0), or refuse and say why (REFUSED), keeping the figures under rejected/."""
-        payload = self.payload()
+        """Write the result file; 0, or REFUSED when a gated figure spread too wide (its value is then NOT_WRITTEN,
+        never a number someone could quote)."""
         wide = self.too_wide()
-        if wide:
-            rejected = self.out.parent / "rejected" / self.out.name
-            rejected.parent.mkdir(parents=True, exist_ok=True)
-            rejected.write_text(json.dumps(payload, indent=2) + "\n")
-            why = ", ".join(f"{k} relative IQR {v:.2f}" for k, v in wide.items())
-            print(f"\n{self.name}: not written: spread too wide ({why} > {self.max_spread}); load average "
-                  f"{payload['load_average']['before'][0]} → {payload['load_average']['after'][0]} on "
-                  f"{os.cpu_count()} CPUs. Figures kept in {rejected} (not a result). Rerun on a quieter machine, "
-                  f"with more repeats, or with --max-spread.", file=sys.stderr)
-            return REFUSED
+        for key, spread in wide.items():
+            self.data[key] = f"{NOT_WRITTEN} (relative IQR {spread:.2f} > {self.max_spread})"
+            self.stats[key]["refused"] = True
+        payload = self.payload()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwrote {self.out}")
+        if wide:
+            why = ", ".join(f"{k} (relative IQR {v:.2f})" for k, v in wide.items())
+            print(f"{self.name}: {NOT_WRITTEN}: {why} > {self.max_spread}; load average "
+                  f"{payload['load_average']['before'][0]} → {payload['load_average']['after'][0]} on "
+                  f"{os.cpu_count()} CPUs. Rerun on a quieter machine, with more --repeats, or with --max-spread.",
+                  file=sys.stderr)
+            return REFUSED
         return 0
 
 
@@ -183,5 +226,5 @@ def add_arguments(parser: argparse.ArgumentParser, repeats: int = MIN_REPEATS) -
     parser.add_argument("--repeats", type=int, default=repeats,
                         help=f"interleaved rounds after the warm-up (≥ {MIN_REPEATS}; default {repeats})")
     parser.add_argument("--max-spread", type=float, default=MAX_SPREAD,
-                        help=f"refuse to write results when a headline ratio's relative IQR exceeds this "
+                        help=f"refuse a headline ratio whose relative IQR exceeds this "
                              f"(default {MAX_SPREAD})")

@@ -39,13 +39,13 @@ def test_paired_ratio_cancels_a_shared_drift():
 def test_results_refuse_a_wide_headline(tmp_path, capsys):
     res = Results("x", max_spread=0.2, out=tmp_path / "x.json")
     res.stat("steady", Stat([1.0, 1.01, 0.99, 1.0, 1.02], unit="×"), gate=True)
-    res.stat("info", Stat([1.0, 5.0, 0.1, 3.0, 9.0]))  # not gated: recorded, never blocks
+    res.stat("info", Stat([1.0, 5.0, 0.1, 3.0, 9.0]))  # not gated: recorded, never refused
     res.stat("noisy", Stat([1.0, 2.0, 0.5, 3.0, 1.5], unit="×"), gate=True)
     assert res.write() == REFUSED
-    assert not (tmp_path / "x.json").exists()
-    assert "not written: spread too wide (noisy" in capsys.readouterr().err
-    kept = json.loads((tmp_path / "rejected" / "x.json").read_text())
-    assert kept["stats"]["noisy"]["rel_iqr"] > 0.2
+    assert "not written: spread too wide: noisy" in capsys.readouterr().err
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert data["noisy"].startswith("not written: spread too wide") and data["stats"]["noisy"]["refused"]
+    assert data["steady"] == 1.0 and data["info"] == 3.0
 
 
 def test_results_write_medians_spreads_and_load(tmp_path):
@@ -56,3 +56,22 @@ def test_results_write_medians_spreads_and_load(tmp_path):
     data = json.loads((tmp_path / "y.json").read_text())
     assert data["ratio"] == 1.0 and data["stats"]["ratio"]["iqr"] == [1.0, 1.0]
     assert len(data["load_average"]["before"]) == 3 and data["gated"] == ["ratio"]
+
+
+def test_self_measured_calls_replace_the_callers_clock():
+    from _timing import Measured
+
+    rounds = interleave({"peer": lambda: Measured(wall=2.0, cpu=0.5), "here": lambda: None}, repeats=5)
+    assert rounds.wall["peer"].samples == [2.0] * 5 and rounds.cpu["peer"].median == 0.5
+    assert rounds.wall["here"].median < 1.0
+
+
+def test_tree_cpu_counts_a_child_process():
+    import subprocess
+    import sys
+
+    from _timing import tree_cpu_seconds
+
+    before = tree_cpu_seconds()
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    assert tree_cpu_seconds() - before > 0.05  # the reaped child's CPU time is counted
