@@ -35,6 +35,10 @@ class ConvertSettings:
     labels: dict[int, str] = field(default_factory=dict)
     spec_hash: str = ""
     intensity_samples: int = 1000
+    source_uri: str | None = None
+    """A dataset root on an object store: tasks download each case's files from here (see remote.py) …"""
+    skeleton: str | None = None
+    """… mapping the paths discovery found in the driver's local skeleton of that root."""
 
 
 def spec_hash(transform: TransformConfig, write: WriteOptions, dataset_meta: dict, dataset_options: dict) -> str:
@@ -80,7 +84,12 @@ def _sources(row: dict | None) -> dict:
 
 
 def _digests(sources: dict) -> dict[str, str | None]:
-    return {path: (info or {}).get("sha256") for path, info in sources.items()}
+    """path → content digest: sha256 of a local file, the object store's ETag of a remote one."""
+    out = {}
+    for path, info in sources.items():
+        info = info or {}
+        out[path] = info.get("sha256") or info.get("etag") or (f"size:{info['size']}" if info.get("size") else None)
+    return out
 
 
 def redo_reason(row: dict | None, info: dict, spec_hash_: str, overwrite: bool) -> str | None:
@@ -100,19 +109,19 @@ def redo_reason(row: dict | None, info: dict, spec_hash_: str, overwrite: bool) 
     return None
 
 
-def plan(cases: list[Any], rows: dict[str, dict], spec_hash_: str, overwrite: bool, *, fast: bool = False
-         ) -> tuple[list[tuple[Any, dict]], list[dict]]:
+def plan(cases: list[Any], rows: dict[str, dict], spec_hash_: str, overwrite: bool, *, fast: bool = False,
+         remote: Any = None) -> tuple[list[tuple[Any, dict]], list[dict]]:
     """Split cases into (to convert, with their source info) and (kept ok rows whose source content and spec match).
 
     Content decides, not timestamps: a touched but identical file keeps its case (its row gets the new size/mtime,
     so the `fast` path can skip it next time), an edited file of the same size is converted again. Each decision
-    is logged with its reason.
+    is logged with its reason. `remote`: a `RemoteRoot` whose listing gives the checksums (no file is read).
     """
     todo, kept = [], []
     reasons: dict[str, list[str]] = {}
     for case in cases:
         row = rows.get(case.case_id)
-        info = source_info(case.files(), _sources(row), fast=fast)
+        info = remote.sources(case.files()) if remote is not None else source_info(case.files(), _sources(row), fast=fast)
         reason = redo_reason(row, info, spec_hash_, overwrite)
         if reason is None:
             kept.append(row if _sources(row) == info else {**row, "sources": json.dumps(info, sort_keys=True)})
@@ -153,9 +162,14 @@ def prepare_case(adapter: Any, case: Any, settings: ConvertSettings, sources: di
     """Decode, check and transform one case; any problem becomes an error row (never an exception)."""
     start = time.perf_counter()
     row = _base_row(case, sources, settings)
+    fetched = None
     try:
         if getattr(case, "problems", ()):
             raise ValueError("; ".join(case.problems))
+        if settings.source_uri:  # only this case's files, into this node's cache
+            from voxray.preprocessing.remote import localize
+
+            case, fetched = localize(case, settings.source_uri, settings.skeleton or "")
         volume = adapter.load(case)
         if volume.label is not None:
             check_labels(volume.label, settings.labels, settings.write.label_encoding)
@@ -166,6 +180,11 @@ def prepare_case(adapter: Any, case: Any, settings: ConvertSettings, sources: di
         row.update(error=_message(case, exc), seconds=time.perf_counter() - start, finished=_now())
         log.warning("case %s failed: %s", case.case_id, row["error"])
         return row, None
+    finally:
+        if fetched is not None:
+            import shutil
+
+            shutil.rmtree(fetched, ignore_errors=True)
     row.update(original_shape=pre.record["original_shape"], original_spacing=pre.record["original_spacing"],
                spacing=pre.record["spacing"], intensity=samples, seconds=time.perf_counter() - start)
     return row, pre

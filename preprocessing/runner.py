@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from voxray.platform.errors import DataError
@@ -12,6 +13,7 @@ from voxray.platform.stages import StageResult
 from voxray.preprocessing.cases import ConvertSettings, plan, spec_hash
 from voxray.preprocessing.convert import convert_dataset
 from voxray.preprocessing.datasets.base import unique_ids
+from voxray.preprocessing.remote import RemoteRoot, is_remote_root
 from voxray.preprocessing.store.fs import StoreFiles
 from voxray.preprocessing.store.manifest import read_rows, write_row
 from voxray.preprocessing.store.writer import WriteOptions
@@ -44,9 +46,10 @@ def _table(rows: list[dict], reused: set[str]) -> list[dict]:
              "error": r.get("error")} for r in rows]
 
 
-def discover(spec: Any, adapter: Any) -> list:
-    """The cases to convert: discovered, sorted by id, cut to `max_cases`; DataError when there are none."""
-    cases = sorted(unique_ids(adapter.discover(spec.dataset.root)), key=lambda c: c.case_id)
+def discover(spec: Any, adapter: Any, root: Any = None) -> list:
+    """The cases to convert: discovered (under `root`, default the spec's), sorted by id, cut to `max_cases`;
+    DataError when there are none."""
+    cases = sorted(unique_ids(adapter.discover(root or spec.dataset.root)), key=lambda c: c.case_id)
     if spec.max_cases:
         cases = cases[: spec.max_cases]
     if not cases:
@@ -54,11 +57,13 @@ def discover(spec: Any, adapter: Any) -> list:
     return cases
 
 
-def plan_store(spec: Any, cases: list, settings: ConvertSettings, files: StoreFiles) -> tuple[list, list[dict]]:
+def plan_store(spec: Any, cases: list, settings: ConvertSettings, files: StoreFiles, remote: Any = None
+               ) -> tuple[list, list[dict]]:
     """(cases to convert with their source info, kept rows) against the store's committed rows; a kept case whose
     files were touched but not changed gets its new size/mtime recorded (so `checksum: size_mtime` skips it later)."""
     committed = read_rows(files)
-    todo, kept = plan(cases, committed, settings.spec_hash, spec.overwrite, fast=spec.checksum == "size_mtime")
+    todo, kept = plan(cases, committed, settings.spec_hash, spec.overwrite, fast=spec.checksum == "size_mtime",
+                      remote=remote)
     for row in kept:
         if row["sources"] != committed[row["case_id"]]["sources"]:
             write_row(files, row)
@@ -75,11 +80,14 @@ def run_preprocess(job: Any) -> StageResult:
                         "cannot write to it", hint="use a local path, a shared file system path or s3://…/gs://…")
     start = time.perf_counter()
     adapter = adapter_from_spec(spec.dataset)
-    cases = discover(spec, adapter)
+    remote = RemoteRoot.list(spec.dataset.root) if is_remote_root(spec.dataset.root) else None
+    cases = discover(spec, adapter, remote.skeleton if remote else None)
     meta = adapter.metadata()
     settings = settings_from_spec(spec, meta)
+    if remote is not None:
+        settings = replace(settings, source_uri=remote.uri, skeleton=str(remote.skeleton))
     files = StoreFiles(spec.store)
-    todo, kept = plan_store(spec, cases, settings, files)
+    todo, kept = plan_store(spec, cases, settings, files, remote)
     log.info("preprocess %s: %d cases, %d to convert, %d reused", job.name, len(cases), len(todo), len(kept))
     rows = convert_dataset(adapter, todo, settings, root_attrs(settings, meta), kept,
                            concurrency=spec.concurrency, memory_mb=spec.memory_per_case_mb)
