@@ -163,8 +163,8 @@ def test_yaml_comments_every_key_and_round_trips():
 
 
 def test_a_compute_budget_narrows_the_network_before_starving_the_patch(monkeypatch):
-    """Under --hours a step must leave room for MIN_STEPS: a wide network that would need a tiny patch gives way to
-    a narrower one (cost per voxel ∝ width here), and the reason is written down."""
+    """Under --hours a step must leave room for MIN_STEPS: a wide network that would need a smaller patch than memory
+    allows gives way to a narrower one (cost per voxel ∝ width here), and the reason is written down."""
     from voxray.training.plan import recipe
     from voxray.training.plan.memory import StepCost
 
@@ -175,13 +175,29 @@ def test_a_compute_budget_narrows_the_network_before_starving_the_patch(monkeypa
 
     monkeypatch.setattr(recipe, "measure_step", fake_measure)
     fp = _fp([[1, 1, 1]] * 4, [[64, 64, 64]] * 4)
-    # 0.0023 h leaves 0.03 s per step: width 32 affords ~23k voxels per sample (< 1/8 of the 64³ median case), 16 ~47k
-    hours = 0.0023
+    # 0.09 s per step: a 64³ batch of 2 costs 32 × 2e-8 × 524288 = 0.34 s at width 32, 0.17 s at 16, 0.084 s at 8
+    hours = 0.09 * recipe.MIN_STEPS / (3600 * 0.9)
     opts = recipe.PlanOptions(model="unet", memory_gb=4, hours=hours)
     found, _, note = recipe._fit(fp, opts, "labels", "unet", [64.0] * 3, [1.0] * 3, "cpu")
-    assert found.net.model["channels"][0] == 16 and "narrower than nnU-Net's 32" in note
-    assert math.prod(found.patch) >= 64**3 / 8
-    assert 16 * 2e-8 * found.batch * math.prod(found.patch) <= hours * 3600 * 0.9 / 250 + 1e-9
+    assert found.net.model["channels"][0] == 8 and "narrower than nnU-Net's 32" in note
+    assert found.patch == [64, 64, 64] and found.batch == 2
+    # not even width 8 keeps the whole case: the patch shrinks at width 8
+    tight = recipe.PlanOptions(model="unet", memory_gb=4, hours=hours / 4)
+    found, _, _ = recipe._fit(fp, tight, "labels", "unet", [64.0] * 3, [1.0] * 3, "cpu")
+    assert found.net.model["channels"][0] == 8 and math.prod(found.patch) < 64**3
+    assert 8 * 2e-8 * found.batch * math.prod(found.patch) <= 0.09 / 4 + 1e-9
     roomy = recipe.PlanOptions(model="unet", memory_gb=4, hours=10)
     found, _, note = recipe._fit(fp, roomy, "labels", "unet", [64.0] * 3, [1.0] * 3, "cpu")
     assert found.net.model["channels"][0] == 32 and note == "" and found.patch == [64, 64, 64]
+
+
+def test_optimiser_follows_the_run_length():
+    from voxray.training.plan.recipe import LONG_RUN, _train_base
+
+    short, why, _ = _train_base("labels", "unet", 1000)
+    assert short["optimizer"]["name"] == "adamw" and short["schedule"]["warmup_steps"] == 20 and "short run" in why
+    long, why, sched = _train_base("labels", "unet", LONG_RUN)
+    assert long["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.99, "weight_decay": 3.0e-5}
+    assert long["schedule"]["name"] == "poly" and "nnU-Net" in why
+    paper, _, _ = _train_base("brats_regions", "swin_factorizer", 10 * LONG_RUN)
+    assert paper["optimizer"]["lr"] == 1.0e-4 and paper["schedule"]["warmup_steps"] == 5000

@@ -28,9 +28,10 @@ from voxray.platform.specs.train import TrainSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepCost", "measure_step", "peak_bytes", "static_bytes"]
+__all__ = ["StepCost", "measure_step", "time_step", "peak_bytes", "static_bytes"]
 
 MiB = 2**20
+TIMED_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ class StepCost:
     """Step time per sample-voxel on `device` at the largest probe (compute scales with voxels)."""
     device: str
     probes: tuple[tuple[int, int, float], ...]
-    """(batch, peak bytes, seconds) per probe at `probe_patch`. Times include the accounting's per-op overhead
-    (microseconds, against seconds of 3D convolutions)."""
+    """(batch, peak bytes, seconds) per probe at `probe_patch`; the last probe's seconds are one more, unaccounted
+    step at its shape (the first one pays for oneDNN/cuDNN setup). A rough guide for the search's time rule only:
+    `time_step` times the planned size itself."""
     probe_patch: tuple[int, ...]
 
     def step_peak(self, patch: Sequence[int], batch: int) -> float:
@@ -117,6 +119,13 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
     return int(mode.peak)
 
 
+def _clock(device: torch.device) -> tuple[Callable[[], float], float]:
+    """Wall time on CUDA; on a CPU the process's CPU time ÷ torch threads (what an idle machine would take)."""
+    if device.type == "cuda":
+        return time.perf_counter, 1.0
+    return time.process_time, 1.0 / torch.get_num_threads()
+
+
 class _NoSchedule:
     def step(self) -> None:
         pass
@@ -136,7 +145,7 @@ def measure_step(spec: TrainSpec, meta: dict, in_channels: int, probe_patch: Seq
                  device: str | torch.device = "cpu", max_voxels: int = 2**22) -> StepCost:
     """Build `spec`'s network at `probe_patch` and run the loop's `train_step` at batch 1 and 2, and when the peak
     did not double (gradients dominate) at larger batches, doubling while batch × voxels ≤ `max_voxels`; fit the line
-    through the last two probes; the last one's time gives the step time.
+    through the last two probes; one more step at the last probe's batch gives a per-voxel time for the search.
 
     The probe network is built for `probe_patch` (a Factorizer's positional embedding is sized by it).
     """
@@ -173,6 +182,12 @@ def measure_step(spec: TrainSpec, meta: dict, in_channels: int, probe_patch: Seq
         nxt = max(2 * batch, 2 ** math.ceil(math.log2(2**19 / voxels))) if len(probes) == 2 else 2 * batch
         if nxt * voxels <= max_voxels:
             batches = [nxt // 2, nxt] if nxt // 2 > batch else [nxt]
+    clock, scale = _clock(device)
+    start = clock()  # the probe paid for first-use setup at its shape (oneDNN primitives): time again
+    step(probes[-1][0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    probes[-1] = (*probes[-1][:2], (clock() - start) * scale)
     (b0, p0, _), (b1, p1, s1) = probes[-2], probes[-1]
     per_voxel = max(0.0, (p1 - p0) / ((b1 - b0) * voxels))
     cost = StepCost(static=static_bytes(model, optimizer), floor=float(probes[0][1]),
@@ -182,3 +197,34 @@ def measure_step(spec: TrainSpec, meta: dict, in_channels: int, probe_patch: Seq
     log.info("plan probe %s %s: %s; %.0f B per voxel", spec.model.name, probe_patch,
              ", ".join(f"batch {b}: {p / MiB:.1f} MiB {s:.2f} s" for b, p, s in probes), per_voxel)
     return cost
+
+
+def time_step(spec: TrainSpec, meta: dict, in_channels: int, device: str | torch.device = "cpu",
+              repeats: int = TIMED_STEPS) -> float:
+    """Seconds of one `train_step` at `spec.patch` × `spec.batch_size`: the best of `repeats` after a warm-up step,
+    batches made beforehand (the loader prepares them in background threads during training).
+
+    On a CPU the step is timed by the process's CPU time divided by torch's threads — what the step costs an idle
+    machine, which other processes on a shared one do not inflate (wall time here varied 10× between runs).
+    Per-voxel times from the probes do not transfer across sizes on a CPU (cache effects: 2–4× here), so the
+    planned size itself is timed."""
+    from voxray.training import tasks
+    from voxray.training.losses import build_loss
+    from voxray.training.loop import build_network, build_optimizer, train_step
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = build_network(spec, in_channels=in_channels, out_channels=tasks.num_outputs(spec.task, meta)).to(device)
+    optimizer, loss_fn = build_optimizer(model, spec), build_loss(spec.loss, spec.task)
+    gen = torch.Generator().manual_seed(0)
+    batches = [_batch(spec, meta, in_channels, spec.patch, spec.batch_size, gen) for _ in range(repeats + 1)]
+    clock, scale = _clock(device)
+    times = []
+    for x, y in batches:
+        start = clock()
+        train_step(model, [(x.to(device), y.to(device))], loss_fn, optimizer, _NoSchedule(), device=device,
+                   precision=spec.precision, grad_clip=spec.grad_clip)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((clock() - start) * scale)
+    return min(times[1:])
