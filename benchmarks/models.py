@@ -2,11 +2,12 @@
 
 FLOPs use `FlopCounterMode` on meta tensors (2 × multiply-adds of conv/linear/matmul, the convention that
 reproduces the Factorizer paper), so the 128³ BraTS figures are counted without running anything. Timing runs
-one model per subprocess (batch 1, train mode, fp32, torch's default CPU threads) and its peak resident memory
+one model per subprocess (batch 1, train mode, fp32, torch's default CPU threads; ≥ 5 repeats after a warm-up, median
+and IQR, the load average beside each row; nothing is compared, so nothing is gated) and its peak resident memory
 (VmHWM after resetting it, minus the RSS with the model built) is that of the forward+backward alone. Writes benchmarks/results/models.json and prints a table.
 
     .venv/bin/python benchmarks/models.py            # seeds' patch sizes, a few minutes on 2 idle cores
-    .venv/bin/python benchmarks/models.py --quick    # CI-sized: small patches, one timed repeat
+    .venv/bin/python benchmarks/models.py --quick    # CI-sized: only the small models are timed
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def _worker(args: dict) -> dict:
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     peak_kb = _status_kb("VmHWM")
-    return {"fwd_bwd_s": statistics.median(times[1:]), "peak_mem_mib": (peak_kb - base_kb) / 1024}
+    q1, q3 = statistics.quantiles(times[1:], n=4, method="inclusive")
+    return {"fwd_bwd_s": statistics.median(times[1:]), "fwd_bwd_s_iqr": [round(q1, 4), round(q3, 4)],
+            "fwd_bwd_s_samples": [round(t, 4) for t in times[1:]], "peak_mem_mib": (peak_kb - base_kb) / 1024,
+            "loadavg_1m": os.getloadavg()[0]}
 
 
 def _count(spec: dict, cin: int, cout: int, patch: tuple) -> dict:
@@ -105,27 +109,30 @@ def _timed(spec: dict, cin: int, cout: int, patch: tuple, repeats: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, repeats: int = 5) -> dict:
+    load_before = os.getloadavg()[0]
     rows = []
     for label, spec, cin, cout, patch, timed_full, timed_quick in ROWS:
         row = {"model": label, "spec": spec, "in": cin, "out": cout, "patch": list(patch), **_count(spec, cin, cout, patch)}
         if timed_quick if quick else timed_full:
-            row.update(_timed(spec, cin, cout, patch, repeats=1 if quick else 2))
+            row.update(_timed(spec, cin, cout, patch, repeats=repeats))
         rows.append(row)
         print(f"  {label}: done", file=sys.stderr, flush=True)
     brats, isles = rows[0], rows[1]
     return {"quick": quick, "factorizer_params": brats["params"], "factorizer_gflops_128": round(brats["gflops"], 2),
             "factorizer_isles_params": isles["params"], "factorizer_isles_gflops_64": round(isles["gflops"], 2),
-            **PAPER, "loadavg_1m": os.getloadavg()[0], "cpu_count": os.cpu_count(), "rows": rows}
+            **PAPER, "loadavg_1m": os.getloadavg()[0], "loadavg_1m_before": load_before, "repeats": repeats,
+            "cpu_count": os.cpu_count(), "rows": rows}
 
 
 def _table(result: dict) -> None:
-    print(f"{'model':<24} {'patch':<14} {'params (M)':>10} {'GFLOPs':>9} {'fwd+bwd s':>10} {'peak MiB':>9}")
+    print(f"{'model':<24} {'patch':<14} {'params (M)':>10} {'GFLOPs':>9} {'fwd+bwd s (IQR)':>18} {'peak MiB':>9}")
     for r in result["rows"]:
-        t = f"{r['fwd_bwd_s']:.2f}" if "fwd_bwd_s" in r else ("error" if "error" in r else "-")
+        t = (f"{r['fwd_bwd_s']:.2f} ({r['fwd_bwd_s_iqr'][0]:.2f}–{r['fwd_bwd_s_iqr'][1]:.2f})" if "fwd_bwd_s" in r
+             else ("error" if "error" in r else "-"))
         m = f"{r['peak_mem_mib']:.0f}" if "peak_mem_mib" in r else "-"
         print(f"{r['model']:<24} {'x'.join(map(str, r['patch'])):<14} {r['params'] / 1e6:>10.3f} {r['gflops']:>9.1f} "
-              f"{t:>10} {m:>9}")
+              f"{t:>18} {m:>9}")
     print(f"{'paper: Swin Factorizer':<24} {'128x128x128':<14} {5.86:>10.3f} {170.0:>9.1f}")
     print(f"{'paper: Res-U-Net':<24} {'128x128x128':<14} {28.9:>10.3f} {1165.0:>9.1f}")
     print(f"load average (1 min) during the run: {result['loadavg_1m']:.1f} on {result['cpu_count']} CPUs")
@@ -133,14 +140,17 @@ def _table(result: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI-sized: time only the small seed models, once")
+    parser.add_argument("--quick", action="store_true", help="CI-sized: time only the small seed models")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per model (≥ 5)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "models.json")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
-    result = run(args.quick)
+    if args.repeats < 5:
+        parser.error("--repeats: at least 5 for a median and a spread (benchmarks/_timing.py)")
+    result = run(args.quick, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     _table(result)
