@@ -114,6 +114,8 @@ class LocalCluster:
                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("RAY_ADDRESS", None)
         env.pop("RAY_AUTH_TOKEN_PATH", None)
+        for name in [n for n in env if n.startswith("AWS_")] + ["VOXRAY_CACHE_DIR"]:
+            env.pop(name)  # nodes get object-store credentials only through a job's --env-var, as on a real cluster
         return cls(root=Path(root), env=env)
 
     def _start(self, name: str, args: list[str], extra_ports: list[int]) -> Node:
@@ -127,8 +129,12 @@ class LocalCluster:
                f"--runtime-env-agent-port={p[4]}", f"--metrics-export-port={p[5]}",
                f"--worker-port-list={','.join(map(str, p[6:]))}", "--object-store-memory=120000000", *args]
         log = temp_dir.parent / f"{name}.log"
-        proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True, cwd=self.root)
+        for sub in ("cache", "tmp", "work"):
+            (temp_dir / sub).mkdir(exist_ok=True)
+        # a node's own disk: its cache of remote run dirs/models, temp files and working dir (share-nothing tests)
+        env = {**self.env, "VOXRAY_CACHE_DIR": str(temp_dir / "cache"), "TMPDIR": str(temp_dir / "tmp")}
+        proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, cwd=temp_dir / "work")
         node = Node(name=name, proc=proc, temp_dir=temp_dir, log=log)
         self.nodes.append(node)
         return node

@@ -1,10 +1,12 @@
-"""`voxray submit` against a real 2-node Ray cluster on this machine: a preprocess + DDP-train pipeline lands on
-both nodes, artefacts are complete, the token is required, and a worker node killed mid-preprocessing does not fail the job."""
+"""`voxray submit` against a real 2-node Ray cluster on this machine: a preprocess → DDP-train → export → serve
+pipeline whose nodes share nothing but S3 lands on both nodes, artefacts are complete, the token is required, and a
+worker node killed mid-preprocessing does not fail the job."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +36,7 @@ def job_id_of(stdout: str) -> str:
     return line.split()[1]
 
 
-def write_job(tmp: Path, name: str, data: Path, store: Path, cases: int) -> Path:
+def write_job(tmp: Path, name: str, data: str, store: str, cases: int) -> Path:
     job = tmp / f"{name}.yaml"
     job.write_text(f"""kind: preprocess
 name: {name}
@@ -59,16 +61,17 @@ def convert_tasks(cluster, ray_job_id: str) -> list[dict]:
     return [t for t in cluster.tasks(ray_job_id) if any(w in t.get("name", "") for w in CONVERT_TASK_WORDS)]
 
 
-def assert_store_complete(store: Path, n: int) -> None:
+def assert_store_complete(store: str, n: int) -> None:
+    from voxray.platform import storage
     from voxray.preprocessing.store.reader import Store
 
-    s = Store.open(str(store))
+    s = Store.open(store)
     assert len(s.case_ids()) == n, s.manifest().to_pylist()
     assert set(s.manifest().column("status").to_pylist()) == {"ok"}
     for case_id in s.case_ids():
         image = s.image(case_id)
         assert image.shape[0] == 4 and image[:].std() > 0  # 4 MSD modalities, real pixels written
-    assert (store / "job.resolved.yaml").is_file()
+    assert storage.exists(f"{store}/job.resolved.yaml")
 
 
 def test_token_is_required(ray_cluster):
@@ -81,7 +84,22 @@ def test_token_is_required(ray_cluster):
     assert isinstance(json.loads(ok.stdout), list)
 
 
-PIPELINE_TRAIN = """train:
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
+SERVE_KEY_ENV = "VOXRAY_TEST_MN_SERVE_KEY"
+
+
+def share_nothing_job(tmp: Path, name: str, bucket: str, port: int) -> Path:
+    """A pipeline whose every artefact path (dataset included) is on S3: no node reads another's disk."""
+    job = tmp / f"{name}.yaml"
+    job.write_text(f"""kind: pipeline
+name: {name}
+preprocess:
+  dataset: {{layout: msd_brats, root: {bucket}/data/msd}}
+  store: {bucket}/work/brats.zarr
+  chunk: [16, 16, 16]
+  max_cases: 4
+  memory_per_case_mb: 256
+train:
   task: brats_regions
   model: {{name: unet, channels: [8, 16], num_res_units: 1}}
   patch: [16, 16, 16]
@@ -89,50 +107,92 @@ PIPELINE_TRAIN = """train:
   steps: 4
   optimizer: {{lr: 3.0e-3}}
   schedule: {{name: constant}}
-  validation: {{every: 4, folds: 2, max_cases: 1}}
+  validation: {{every: 4, folds: 2, max_cases: 2}}
   checkpoint: {{every: 4}}
   scaling: {{num_workers: 2, cpus_per_worker: 1}}
   sampling: {{loader_workers: 1}}
   augment: {{enabled: false}}
   tracking: {{mlflow: false}}
-  output: {out}/runs
-  registry: {out}/registry
-"""
+  output: {bucket}/runs
+  registry: {bucket}/registry
+serve:
+  model: __pipeline__
+  port: {port}
+  api_key_env: {SERVE_KEY_ENV}
+  num_cpus: 0.5
+  blocking: false
+""")
+    return job
 
 
-def test_submit_pipeline_runs_on_both_nodes(ray_cluster, dataset, tmp_path):
-    """preprocess (Ray Data tasks on both nodes) → 2-rank DDP training (one rank per node: 1 CPU each) → export."""
-    store = tmp_path / "brats.zarr"
-    job = write_job(tmp_path, "mn-pipe", dataset, store, cases=4)
-    text = job.read_text().replace("kind: preprocess", "kind: pipeline")
-    job.write_text(text + PIPELINE_TRAIN.format(out=tmp_path))
+def _stop_serve(cluster) -> None:
+    """Serve outlives the job that started it: stop it with a one-line job, so the node CPUs are free again."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.dashboard_url,
+                                 headers={"Authorization": f"Bearer {cluster.env['RAY_AUTH_TOKEN']}"})
+    job_id = client.submit_job(entrypoint=f"{sys.executable} -c 'import ray; from ray import serve; ray.init(); "
+                                          "serve.shutdown()'")
+    deadline = time.monotonic() + 120
+    while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, "serve.shutdown job did not finish"
+        time.sleep(0.5)
+
+
+def test_share_nothing_pipeline_on_both_nodes(ray_cluster, s3_server, dataset, tmp_path):
+    """Nodes share only S3 (each its own cache, temp and working dir; credentials only via --env-var): the dataset
+    is read from S3 by conversion tasks on both nodes, 2-rank DDP spans the nodes and checkpoints to S3, the model
+    is exported to an S3 registry and served from it (a smoke request answers)."""
+    import fsspec
+
+    from voxray.preprocessing.store.reader import Store
+    from voxray.serving.client import Client
+    from voxray.training.registry import list_versions
+
+    bucket = f"s3://{s3_server.create_bucket()}"
+    fs, path = fsspec.core.url_to_fs(f"{bucket}/data/msd")
+    fs.put(str(dataset) + "/", path, recursive=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    job = share_nothing_job(tmp_path, "mn-s3", bucket, port)
+    env = {**ray_cluster.env, **{k: os.environ[k] for k in S3_ENV}, SERVE_KEY_ENV: "mn-serve-key-0123456789"}
+    env_args = [a for name in (*S3_ENV, SERVE_KEY_ENV) for a in ("--env-var", name)]
     t0 = time.perf_counter()
-    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, "--follow", timeout=420)
+    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, "--follow", *env_args,
+                  env=env, timeout=480)
     elapsed = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    job_id = job_id_of(proc.stdout)
-    assert "SUCCEEDED" in proc.stdout and "cases_ok" in proc.stdout  # followed logs include the run summary
-    info = status_json(ray_cluster, job_id)
-    assert info["state"] == "SUCCEEDED" and info["kind"] == "pipeline"
-    assert info["artefacts"]["preprocess.store"] == str(store)
-    assert info["artefacts"]["train.registry"] == str(tmp_path / "registry")
-    node_b = ray_cluster.node_id_with("node_b")
-    tasks = convert_tasks(ray_cluster, info["ray_job_id"])
-    nodes = {t["node_id"] for t in tasks if t["state"] == "FINISHED"}
-    assert node_b in nodes and len(nodes) == 2, tasks
-    ranks = [a for a in ray_cluster.actors(info["ray_job_id"]) if "TrainWorker" in a.get("class_name", "")]
-    assert {a["node_id"] for a in ranks} >= {node_b}, ranks  # DDP spans the two nodes
-    assert_store_complete(store, 4)
-    versions = list((tmp_path / "registry" / "mn-pipe").iterdir())
-    assert [v.name for v in versions] == ["1"] and (versions[0] / "model.safetensors").is_file()
-    assert (tmp_path / "runs" / "mn-pipe" / "job.resolved.yaml").is_file()
-    # the job ran the shipped wheel (content-hashed version), installed on the cluster's nodes
-    installed = list(ray_cluster.root.glob("*/session_*/runtime_resources/py_modules_files/voxray-*/voxray-*"
-                                           ".dist-info"))
-    assert installed and all("+" in p.name for p in installed)
-    print(f"pipeline submit → SUCCEEDED in {elapsed:.1f} s on {len(nodes)} nodes")
-    if os.environ.get("VOXRAY_TEST_VERBOSE"):
-        print(proc.stdout, proc.stderr)
+    try:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert "SUCCEEDED" in proc.stdout and "cases_ok" in proc.stdout  # followed logs include the run summary
+        info = status_json(ray_cluster, job_id_of(proc.stdout))
+        assert info["state"] == "SUCCEEDED" and info["artefacts"]["preprocess.store"] == f"{bucket}/work/brats.zarr"
+        # the job ran the shipped wheel (content-hashed version), installed on the cluster's nodes
+        installed = list(ray_cluster.root.glob("*/session_*/runtime_resources/py_modules_files/voxray-*/"
+                                               "voxray-*.dist-info"))
+        assert installed and all("+" in p.name for p in installed)
+        node_b = ray_cluster.node_id_with("node_b")
+        tasks = convert_tasks(ray_cluster, info["ray_job_id"])
+        nodes = {t["node_id"] for t in tasks if t["state"] == "FINISHED"}
+        assert node_b in nodes and len(nodes) == 2, tasks
+        ranks = [a for a in ray_cluster.actors(info["ray_job_id"]) if "TrainWorker" in a.get("class_name", "")]
+        assert {a["node_id"] for a in ranks} >= {node_b}, ranks
+        store = Store.open(f"{bucket}/work/brats.zarr")
+        assert len(store.case_ids()) == 4 and set(store.manifest().column("status").to_pylist()) == {"ok"}
+        assert list_versions(f"{bucket}/registry/mn-s3") == [1]
+        fs.invalidate_cache()
+        assert fs.glob(f"{bucket.split('://')[1]}/runs/mn-s3/ray/mn-s3/checkpoint_*/state.pt")
+        # each node worked in its own folders: both hold a working copy of the run, no node holds a store
+        for node in ray_cluster.nodes:
+            assert list((node.temp_dir / "cache" / "runs").iterdir()), node.name
+        assert not list(ray_cluster.root.rglob("*.zarr"))
+        with Client(f"http://127.0.0.1:{port}", env[SERVE_KEY_ENV]) as client:
+            assert client.model()["name"] == "mn-s3"
+            mask = client.predict(dataset / "imagesTr" / "BRATS_005.nii.gz")
+        assert mask.shape == (40, 40, 24)
+    finally:
+        _stop_serve(ray_cluster)
+    print(f"share-nothing pipeline submit → SUCCEEDED in {elapsed:.1f} s on {len(nodes)} nodes")
 
 
 def _ray_job_id(cluster, job_id: str, timeout: float) -> str:
@@ -163,13 +223,21 @@ def big_dataset(tmp_path_factory) -> Path:
     return synth_dataset("msd_brats", tmp_path_factory.mktemp("msd_big"), cases=8, seed=4, shape=(128, 128, 96))
 
 
-def test_worker_node_dies_mid_preprocessing(ray_cluster, big_dataset, tmp_path):
-    """SIGKILL node_b's raylet while it converts a case: Ray retries the task on the head; all cases land."""
+def test_worker_node_dies_mid_preprocessing(ray_cluster, s3_server, big_dataset, tmp_path):
+    """On the share-nothing layout (dataset and store on S3), SIGKILL node_b's raylet while it converts a case:
+    Ray retries the task on the head, which downloads that case itself; all cases land."""
+    import fsspec
+
     node_b = next(n for n in ray_cluster.nodes if n.name == "node_b")
     node_b_id = ray_cluster.node_id_with("node_b")
-    store = tmp_path / "brats.zarr"
-    job = write_job(tmp_path, "mn-kill", big_dataset, store, cases=8)
-    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url)
+    bucket = f"s3://{s3_server.create_bucket()}"
+    fs, path = fsspec.core.url_to_fs(f"{bucket}/data/msd_big")
+    fs.put(str(big_dataset) + "/", path, recursive=True)
+    store = f"{bucket}/brats.zarr"
+    job = write_job(tmp_path, "mn-kill", f"{bucket}/data/msd_big", store, cases=8)
+    env = {**ray_cluster.env, **{k: os.environ[k] for k in S3_ENV}}
+    env_args = [a for name in S3_ENV for a in ("--env-var", name)]
+    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, *env_args, env=env)
     assert proc.returncode == 0, proc.stderr
     job_id = job_id_of(proc.stdout)
     _wait_task_on(ray_cluster, _ray_job_id(ray_cluster, job_id, 120), node_b_id, 120)
