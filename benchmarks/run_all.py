@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["models", "store", "train", "serve", "gpu"]
+BENCHES = ["models", "store", "train", "serve", "predict", "gpu"]
 REFUSED = 3  # _timing.REFUSED
 NNUNET = "nnU-Net 2.8.1 (its code)"
 
@@ -44,6 +44,9 @@ TARGETS: dict[str, dict[str, tuple[str, Callable[[float], bool] | None, str]]] =
               "batching_gain": ("≥ 1.5", _ge(1.5), "max_batch_size 1"),
               "forward_16_vs_4": ("(reason)", None, "network windows/s at 4 windows/pass"),
               "errors": ("= 0", lambda v: v == 0, "-")},
+    "predict": {"predict_overhead": ("≤ 1.15", _le(1.15), "bare network forward, same windows"),
+                "predict_overhead_cpu": ("(info)", None, "bare network forward, CPU time"),
+                "tta_cost": ("(info, ~8)", None, "no TTA"), "outputs_cost": ("(info)", None, "mask only")},
     "gpu": {"step_s": ("(info)", None, "paper: 16.6 GB at 128³"), "step_peak_memory_gib": ("(info)", None, "-"),
             "inference_s": ("(info)", None, "-"), "loader_keeps_up": ("≥ 1.0", _ge(1.0), "GPU steps/s"),
             "loader_overhead_gpu": ("≤ 1.10", _le(1.10), "in-memory batches"),
@@ -73,7 +76,8 @@ def main() -> int:
         status[name] = subprocess.run(cmd).returncode
     print(f"\n{'benchmark':<9} {'key':<28} {'median [IQR]':>22}  {'goal':<16} {'met':<4} measured against")
     for name in args.only:
-        path = HERE / "results" / f"{name}.json"
+        quick = HERE / "results" / f"{name}_quick.json"  # benchmarks that keep quick runs apart (predict)
+        path = quick if args.quick and quick.exists() else HERE / "results" / f"{name}.json"
         if status[name] not in (0, REFUSED):
             print(f"{name:<9} failed (exit {status[name]})")
             continue
