@@ -114,6 +114,7 @@ def interleave(fns: Mapping[str, Callable[[], Any]], repeats: int = MIN_REPEATS,
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     load = []
+    last: dict[str, float] = {}
     for r in range(warmup + repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         if on_round is not None:
@@ -124,13 +125,14 @@ def interleave(fns: Mapping[str, Callable[[], Any]], repeats: int = MIN_REPEATS,
             dw, dc = time.perf_counter() - w, time.process_time() - c
             if isinstance(got, Measured):
                 dw, dc = got.wall, got.cpu
+            last[name] = dw
             if r >= warmup:
                 wall[name].append(dw)
                 cpu[name].append(dc)
         load.append(os.getloadavg()[0])
         if log is not None:
             log(f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''}: "
-                + ", ".join(f"{n} {wall[n][-1] if r >= warmup else dw:.3g} s" for n in names)
+                + ", ".join(f"{n} {last[n]:.3g} s" for n in names)
                 + f" (load {load[-1]:.1f})")
     return Rounds({n: Stat(v) for n, v in wall.items()}, {n: Stat(v) for n, v in cpu.items()}, load[warmup:])
 
