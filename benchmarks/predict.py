@@ -5,6 +5,7 @@
   the same number of windows in the same batches: per-round paired ratios of interleaved rounds (benchmarks/_timing),
   median reported and gated on its spread (target ≤ 1.15). Both the wall-time and the process-CPU-time ratios are
   recorded; `--headline cpu --threads 1` makes the CPU one the headline, which other users' load barely moves.
+- windows_per_s: windows of the volume ÷ end-to-end seconds (and ÷ bare-forward seconds), per round (info).
 - tta_cost: end-to-end with mirror TTA (8 members) ÷ without, on a 128×128×96 volume (info; nnU-Net's is ~8×).
 - outputs_cost: end-to-end with probabilities + uncertainty maps ÷ mask only, same volume (info).
   Both in the headline's clock (`_wall` and `_cpu` variants recorded).
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _timing import Results, add_arguments, interleave, paired
+from _timing import Results, Stat, add_arguments, interleave, paired
 
 CHANNELS = ["FLAIR", "T1w", "t1gd", "T2w"]
 FULL, SMALL = (240, 240, 155), (128, 128, 96)
@@ -143,6 +144,8 @@ def main() -> int:
         res.rounds(rounds)
         res.stat("end_to_end_s", rounds.wall["end_to_end"])
         res.stat("bare_forward_s", rounds.wall["bare_forward"])
+        for key, name in (("windows_per_s", "end_to_end"), ("windows_per_s_bare", "bare_forward")):
+            res.stat(key, Stat([windows / v for v in rounds.wall[name].samples], unit="windows/s"), digits=2)
         ratios = {kind: paired(getattr(rounds, kind)["end_to_end"], getattr(rounds, kind)["bare_forward"])
                   for kind in ("wall", "cpu")}
         wall = res.stat("predict_overhead_wall", ratios["wall"])
