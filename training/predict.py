@@ -155,7 +155,10 @@ class Predictor:
             for start in range(0, len(idx), SW_BATCH_CAP):
                 part = idx[start:start + SW_BATCH_CAP]
                 report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
-                kwargs = dict(batch=s.batch * len(part), device=s.device, precision=s.precision, mirror=mirror,
+                # on the CPU a pass of more windows than the card's batch is slower per window (caches:
+                # benchmarks/serve.py forward_16_vs_4), so requests share passes without growing them
+                per_pass = s.batch if s.device.type == "cpu" else s.batch * len(part)
+                kwargs = dict(batch=per_pass, device=s.device, precision=s.precision, mirror=mirror,
                               variance_task=self.card["task"] if variance else None, progress=report)
                 images = [requests[i].image for i in part]
                 if len({tuple(img.shape) for img in images}) == 1:

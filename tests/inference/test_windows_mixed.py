@@ -74,7 +74,7 @@ def test_predictor_batches_requests_of_different_shapes(tmp_path):
 
     from voxray.training.predict import Predictor, Request
 
-    predictor = Predictor.from_registry(export_tiny(tmp_path / "reg", ["t1", "t2"]), device="cpu", batch=2)
+    predictor = Predictor.from_registry(export_tiny(tmp_path / "reg", ["t1", "t2"]), device="cpu", batch=3)
     seen: list[int] = []
     predictor.model.register_forward_hook(lambda m, i, o: seen.append(int(i[0].shape[0])))
     images = [torch.randn(2, 20, 18, 22), torch.randn(2, 17, 25, 16), torch.randn(2, 20, 18, 22)]
@@ -84,5 +84,5 @@ def test_predictor_batches_requests_of_different_shapes(tmp_path):
     for a, b in zip(alone, together):
         torch.testing.assert_close(b.logits, a, rtol=1e-5, atol=1e-5)
     counts = [count_windows(img.shape[1:], predictor.settings.window, predictor.settings.overlap) for img in images]
-    assert sum(seen) == sum(counts)
-    assert len(seen) == -(-sum(counts) // 6) < sum(-(-n // 6) for n in counts)  # passes span request boundaries
+    assert sum(seen) == sum(counts) and max(seen) == 3  # on the CPU passes keep the card's size …
+    assert len(seen) == -(-sum(counts) // 3) < sum(-(-n // 3) for n in counts)  # … and span request boundaries
