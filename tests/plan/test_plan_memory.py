@@ -27,14 +27,15 @@ RSS_TOLERANCE = 0.25
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """A plan for a synthetic BraTS at a 0.6 GiB budget (unet, measured on this CPU): big enough that activations, not
-    parameter gradients, set the step's peak — the regime a memory budget is about."""
+    parameter gradients, set the step's peak — the regime a memory budget is about. A long run, so nnU-Net's SGD
+    (AdamW's larger optimiser temporaries would lift the gradient phase over these activations)."""
     from voxray.preprocessing.synth import synth_dataset
     from voxray.training.plan.fingerprint import fingerprint_for
-    from voxray.training.plan.recipe import PlanOptions, make_plan
+    from voxray.training.plan.recipe import LONG_RUN, PlanOptions, make_plan
 
     root = synth_dataset("msd_brats", tmp_path_factory.mktemp("plan-mem") / "brats", cases=3, shape=(64, 64, 48))
     fp = fingerprint_for(root, "msd_brats")
-    plan = make_plan(fp, PlanOptions(model="unet", memory_gb=0.6, steps=2, device="cpu"), root.parent)
+    plan = make_plan(fp, PlanOptions(model="unet", memory_gb=0.6, steps=LONG_RUN, device="cpu"), root.parent)
     return plan, fp
 
 

@@ -106,12 +106,16 @@ def _train_base(task: str, family: str, steps: int | None = None) -> tuple[dict,
 class _Costs:
     """Measured step cost per network topology (one probe each, cached)."""
 
-    def __init__(self, task: str, meta: dict, in_channels: int, family: str, device: str) -> None:
+    def __init__(self, task: str, meta: dict, in_channels: int, family: str, device: str,
+                 steps: int | None = None) -> None:
         self.task, self.meta, self.in_channels, self.family, self.device = task, meta, in_channels, family, device
+        self.steps = steps
+        """None: probe with AdamW (the most optimiser state: a search on it stays within budget for any run length)."""
         self.measured: dict[str, tuple[NetPlan, StepCost]] = {}
 
     def spec(self, net: NetPlan, patch: list[int], batch: int = 2) -> TrainSpec:
-        return TrainSpec.model_validate({**_train_base(self.task, self.family)[0], "loss": {"name": "dice_ce"},
+        return TrainSpec.model_validate({**_train_base(self.task, self.family, self.steps)[0],
+                                         "loss": {"name": "dice_ce"},
                                          "model": net.model,
                                          "patch": patch, "batch_size": batch})
 
@@ -244,6 +248,10 @@ def make_plan(fp: Fingerprint, opts: PlanOptions, out_dir: str | Path = ".") -> 
         why_steps = (f"{opts.hours:g} h × {1 - VALIDATION_SHARE:.0%} (the rest validates) / {step_s:.3g} s per step "
                      + ("(given with --step-seconds)" if opts.step_seconds else
                         f"(timed on this {device} at the planned patch and batch, best of 3)"))
+    if _train_base(task.value, family, steps)[0]["optimizer"]["name"] != "adamw":
+        # a long run trains with SGD (one state tensor per parameter, not two): report its own measured memory
+        costs = _Costs(task.value, fp.meta, len(fp.channels), family, device, steps)
+        cost = costs.get(net)
     every = max(1, steps // 10)
     name = _name(fp, opts)
     pre, pre_c = _preprocess_section(fp, opts, name, spacing, resampling, norm, found, out_dir)
