@@ -35,7 +35,7 @@ def test_sweep_on_s3(ray_session, s3_bucket, tmp_path, caplog):
     from voxray.platform import storage
     from voxray.platform.stages import run_job
     from voxray.preprocessing.synth import synth_dataset
-    from voxray.training.registry import list_versions, read_card
+    from voxray.training.registry import list_entries, list_versions, read_card
 
     data = synth_dataset("msd_brats", tmp_path / "msd", cases=3, seed=5, shape=(24, 24, 16))
     res = run_job(_job(data, s3_bucket, tmp_path))
@@ -51,6 +51,8 @@ def test_sweep_on_s3(ray_session, s3_bucket, tmp_path, caplog):
     assert len({u.split("/trials/")[1].split("/")[0] for u in
                 storage.glob(f"{sweep}/trials/*/ray/*/checkpoint_*/state.pt")}) == 2  # each trial's checkpoints
     card = read_card(f"{s3_bucket}/registry/{NAME}")
+    entries = list_entries(f"{s3_bucket}/registry")  # what `voxray models ls s3://…/registry` prints
+    assert [(e["name"], e["version"], e["path"]) for e in entries] == [(NAME, 1, f"{s3_bucket}/registry/{NAME}/1")]
     assert card["source"]["checkpoint"].startswith(f"{sweep}/trials/") and card["source"]["tune_dir"] == sweep
     caplog.set_level(logging.INFO)
     again = run_job(_job(data, s3_bucket, tmp_path))
