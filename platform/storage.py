@@ -173,20 +173,21 @@ def ray_storage(uri: str) -> tuple[str, Any]:
     return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
-def _fs(uri: str) -> tuple[Any, str]:
+def fs_for(uri: str) -> tuple[Any, str]:
+    """(filesystem, path) with fresh listings (other processes and nodes write here)."""
     fs, path = open_fs(uri)
     fs.invalidate_cache()  # other processes and nodes write here: listings must not be stale
     return fs, path
 
 
 def exists(uri: str) -> bool:
-    fs, path = _fs(uri)
+    fs, path = fs_for(uri)
     return bool(fs.exists(path))
 
 
 def read_bytes(uri: str) -> bytes | None:
     """The object's bytes, or None when it does not exist."""
-    fs, path = _fs(uri)
+    fs, path = fs_for(uri)
     try:
         return fs.cat_file(path)
     except FileNotFoundError:
@@ -201,13 +202,13 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def glob(pattern_uri: str) -> list[str]:
     """Matching URIs (with their scheme) under a remote pattern."""
-    fs, path = _fs(pattern_uri)
+    fs, path = fs_for(pattern_uri)
     scheme = protocol(pattern_uri)
     return sorted(f"{scheme}://{p}" for p in fs.glob(path))
 
 
 def remove(uri: str) -> None:
-    fs, path = _fs(uri)
+    fs, path = fs_for(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -217,7 +218,7 @@ def upload(local: Path, uri: str, *, changed_only: bool = True) -> int:
     local = Path(local)
     if not local.exists():
         return 0
-    fs, root = _fs(uri)
+    fs, root = fs_for(uri)
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     remote_sizes: dict[str, int] = {}
     if changed_only and local.is_dir() and fs.exists(root):
@@ -234,7 +235,7 @@ def upload(local: Path, uri: str, *, changed_only: bool = True) -> int:
 
 def download(uri: str, local: Path) -> Path | None:
     """Copy a remote file or folder to `local` (replacing it); None when `uri` does not exist."""
-    fs, path = _fs(uri)
+    fs, path = fs_for(uri)
     if not fs.exists(path):
         return None
     local = Path(local)

@@ -38,9 +38,9 @@ class RemoteRoot:
     @classmethod
     def list(cls, uri: str) -> "RemoteRoot":
         """List `uri` and (re)build its skeleton in this node's cache; DataError when nothing is there."""
-        from voxray.platform.storage import _fs, cache_dir
+        from voxray.platform.storage import cache_dir, fs_for
 
-        fs, root = _fs(uri)
+        fs, root = fs_for(uri)
         root = root.rstrip("/")
         listing = fs.find(root, detail=True)
         objects = {}
