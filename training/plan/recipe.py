@@ -143,6 +143,13 @@ def _family(fp: Fingerprint, opts: PlanOptions, median: list[float], spacing: li
     return "swin_factorizer", "auto: voxray's main model; the data is near-isotropic and large enough for its rules"
 
 
+def _span(hours: float) -> str:
+    """A compute budget as people write it: '24 h', '90 min', '45 s'."""
+    if hours >= 1:
+        return f"{hours:g} h"
+    return f"{hours * 60:.3g} min" if hours * 60 >= 1 else f"{hours * 3600:.3g} s"
+
+
 def _limits(opts: PlanOptions) -> tuple[float, float | None]:
     """(memory budget in bytes, seconds one step may take so MIN_STEPS fit the compute budget, or None)."""
     memory = opts.memory_gb * 2**30 * (1 - RESERVE)
@@ -184,7 +191,7 @@ def _fit(fp: Fingerprint, opts: PlanOptions, task: str, family: str, median: lis
     if best is None:
         raise DataError(f"no {family} fits: " + "; ".join(tried), hint="raise --memory-gb or --hours")
     note = ("" if not tried else "; narrower than nnU-Net's 32 because " + "; ".join(tried)
-            + f" in {opts.hours:g} h (at least {MIN_STEPS} steps, 4 nnU-Net epochs)")
+            + f" in {_span(opts.hours)} (at least {MIN_STEPS} steps, 4 nnU-Net epochs)")
     return best[0], best[1], note
 
 
@@ -245,7 +252,7 @@ def make_plan(fp: Fingerprint, opts: PlanOptions, out_dir: str | Path = ".") -> 
         steps, why_steps = int(opts.steps), "given with --steps"
     else:
         steps = max(2, int(opts.hours * 3600 * (1 - VALIDATION_SHARE) / step_s))
-        why_steps = (f"{opts.hours:g} h × {1 - VALIDATION_SHARE:.0%} (the rest validates) / {step_s:.3g} s per step "
+        why_steps = (f"{_span(opts.hours)} × {1 - VALIDATION_SHARE:.0%} (the rest validates) / {step_s:.3g} s per step "
                      + ("(given with --step-seconds)" if opts.step_seconds else
                         f"(timed on this {device} at the planned patch and batch, best of 3)"))
     if _train_base(task.value, family, steps)[0]["optimizer"]["name"] != "adamw":
@@ -316,7 +323,7 @@ def _train_section(fp, opts, task, family, why_model, found: PatchPlan, steps, w
            "scaling": {"num_workers": opts.workers, "use_gpu": device == "cuda"}}
     c = {"task": task.why, "model": f"{family}: {why_model}; {net.why}",
          "patch": f"(z, y, x) {found.why_patch}; a {'cubic' if len(set(found.patch)) == 1 else 'non-cubic'} patch; "
-                  f"budget: {opts.memory_gb:g} GiB" + (f" and ≥ {MIN_STEPS} steps in {opts.hours:g} h"
+                  f"budget: {opts.memory_gb:g} GiB" + (f" and ≥ {MIN_STEPS} steps in {_span(opts.hours)}"
                                                         if _limits(opts)[1] else ""),
          "batch_size": f"{found.why_batch} (memory{' and time per step' if _limits(opts)[1] else ''})",
          "steps": why_steps,

@@ -183,7 +183,7 @@ def search_patch(family: str, median: Sequence[float], spacing: Sequence[float],
         smaller = _shrink(snapped, net, median)
         if smaller is None:
             raise DataError(f"the smallest {family} patch {_fmt(snapped)} needs {need / budget:.0%} of the budget for a "
-                            "batch of 2",
+                            "batch of 2 (memory, or the step time the compute budget allows)",
                             hint="raise --memory-gb, or plan another --model")
         patch = smaller
     cap = max(2, int(BATCH_VOXEL_SHARE * cases * math.prod(median) / math.prod(snapped)))
