@@ -61,11 +61,28 @@ def _check_sources(cid: str, info: dict) -> list[str]:
 
     out = []
     for path, meta in info.items():
+        if "://" in path:  # a dataset root on an object store: compare the object's ETag (remote.py)
+            out.extend(_check_remote_source(cid, path, meta))
+            continue
         if not Path(path).is_file():
             out.append(f"{cid}: source {path} is gone")
         elif file_sha256(Path(path)) != meta.get("sha256"):
             out.append(f"{cid}: source {path} changed since conversion (rerun the preprocess job)")
     return out
+
+
+def _check_remote_source(cid: str, uri: str, meta: dict) -> list[str]:
+    from voxray.platform.storage import fs_for
+
+    fs, path = fs_for(uri)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return [f"{cid}: source {uri} is gone"]
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"') or None
+    if etag != meta.get("etag"):
+        return [f"{cid}: source {uri} changed since conversion (rerun the preprocess job)"]
+    return []
 
 
 def verify_store(uri: str, *, sources: bool = False) -> VerifyReport:

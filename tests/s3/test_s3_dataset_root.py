@@ -37,10 +37,15 @@ def test_dataset_root_on_s3(ray_session, s3_bucket, tmp_path):
     sources = json.loads(row["sources"])
     assert set(sources) == {f"{root}/imagesTr/BRATS_002.nii.gz", f"{root}/labelsTr/BRATS_002.nii.gz"}
     assert all(v["etag"] and v["size"] > 0 for v in sources.values())
+    from voxray.preprocessing.store.verify import verify_store
+
+    assert verify_store(f"{s3_bucket}/brats.zarr", sources=True).ok  # sources checked by their ETags
     again = run_job(_job(root, f"{s3_bucket}/brats.zarr", tmp_path))
     assert again.summary["cases_converted"] == 0 and again.summary["cases_reused"] == 3
     # replace one object with other bytes (another case's image): only that case converts again
     fs.put_file(str(local / "imagesTr" / "BRATS_001.nii.gz"), f"{path}/imagesTr/BRATS_003.nii.gz")
+    stale = verify_store(f"{s3_bucket}/brats.zarr", sources=True)
+    assert not stale.ok and any("BRATS_003" in p and "changed since conversion" in p for p in stale.problems)
     third = run_job(_job(root, f"{s3_bucket}/brats.zarr", tmp_path))
     assert third.summary["cases_converted"] == 1 and third.summary["cases_reused"] == 2
     cases = {t["case"]: t["status"] for t in third.tables[0][1]}
