@@ -88,7 +88,7 @@ def _worker(args: dict) -> dict:
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     peak_kb = _status_kb("VmHWM")
-    q1, q3 = statistics.quantiles(times[1:], n=4, method="inclusive")
+    q1, _, q3 = statistics.quantiles(times[1:], n=4, method="inclusive")
     return {"fwd_bwd_s": statistics.median(times[1:]), "fwd_bwd_s_iqr": [round(q1, 4), round(q3, 4)],
             "fwd_bwd_s_samples": [round(t, 4) for t in times[1:]], "peak_mem_mib": (peak_kb - base_kb) / 1024,
             "loadavg_1m": os.getloadavg()[0]}
