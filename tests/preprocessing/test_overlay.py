@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from voxray.preprocessing.overlay import (PALETTE, axial_display, axial_markers, colour_mask, draw_markers,  # noqa: E402
-                                          ras_volume, render_axial, stored_axial)
+from voxray.preprocessing.overlay import (PALETTE, axial_display, axial_markers, colour_mask,  # noqa: E402
+                                          draw_markers, ras_volume, render_axial, stored_axial)
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 HALF = np.asarray(PALETTE[1]) * 0.5  # class 2 at the default alpha 0.5 over a black (constant) image
