@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["models", "store", "train", "serve", "predict", "gpu"]
+BENCHES = ["models", "store", "train", "serve", "predict", "object_store", "learning", "quality", "gpu"]
 REFUSED = 3  # _timing.REFUSED
 NNUNET = "nnU-Net 2.8.1 (its code)"
 
@@ -47,11 +47,40 @@ TARGETS: dict[str, dict[str, tuple[str, Callable[[float], bool] | None, str]]] =
     "predict": {"predict_overhead": ("≤ 1.15", _le(1.15), "bare network forward, same windows"),
                 "predict_overhead_cpu": ("(info)", None, "bare network forward, CPU time"),
                 "tta_cost": ("(info, ~8)", None, "no TTA"), "outputs_cost": ("(info)", None, "mask only")},
+    "object_store": {"convert_s3_vs_local": ("(info)", None, "the same conversion to a local store"),
+                     "read_cpu_s3_vs_local": ("(info)", None, "patch reads from the local store, CPU time"),
+                     "read_s3_vs_local": ("(info)", None, "patch reads from the local store, wall")},
+    "learning": {f"{d}_gain": ("> 0", lambda v: v > 0, "per-voxel Bayes baseline, same cases")
+                 for d in ("msd_brats", "ibsr18", "lgg_tif", "uwmadison_gi")},
+    "quality": {**{f"{d}_planned_minus_hand": ("≥ 0", _ge(0.0), "hand-written example recipe, same CPU budget")
+                   for d in ("msd_brats", "ibsr18", "ibsr18_5mm")},
+                **{f"{d}_planned_minus_nnunet": ("(info)", None, NNUNET + ": its planner and trainer, same budget")
+                   for d in ("msd_brats", "ibsr18", "ibsr18_5mm")}},
     "gpu": {"step_s": ("(info)", None, "paper: 16.6 GB at 128³"), "step_peak_memory_gib": ("(info)", None, "-"),
             "inference_s": ("(info)", None, "-"), "loader_keeps_up": ("≥ 1.0", _ge(1.0), "GPU steps/s"),
             "loader_overhead_gpu": ("≤ 1.10", _le(1.10), "in-memory batches"),
             "ddp_efficiency": ("(info)", None, "1 GPU")},
 }
+
+
+def _mean_dice(rows: list[dict], key: str) -> float | None:
+    return next((r.get(key) for r in rows if r.get("output") == "mean"), None)
+
+
+def _flatten(name: str, data: dict) -> dict:
+    """learning.json and quality.json hold one block per dataset: their headline figures as flat keys (mean Dice of
+    the model minus the baseline's; of voxray plan's recipe minus the hand-written one's / nnU-Net's)."""
+    flat = dict(data)
+    for block in data.get("results", []) if name in ("learning", "quality") else []:
+        if name == "learning":
+            flat[f"{block['layout']}_gain"] = _mean_dice(block["rows"], "gain")
+            continue
+        planned = _mean_dice((block.get("planned") or {}).get("rows", []), "model_dice")
+        for peer, key in (("hand_written", "hand"), ("nnunet", "nnunet")):
+            other = _mean_dice((block.get(peer) or {}).get("rows", []), "model_dice")
+            if planned is not None and other is not None:
+                flat[f"{block['dataset']}_planned_minus_{key}"] = round(planned - other, 4)
+    return flat
 
 
 def _shown(value: Any, spread: dict | None) -> str:
@@ -84,7 +113,7 @@ def main() -> int:
         if not path.exists():
             print(f"{name:<9} (no results: nothing measured here)")
             continue
-        data = json.loads(path.read_text())
+        data = _flatten(name, json.loads(path.read_text()))
         for key, (goal, ok, peer) in TARGETS[name].items():
             value = data.get(key)
             if value is None:
