@@ -27,6 +27,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxray.serving.admission import RETRY_AFTER_S, upload_bytes
+from voxray.serving.contract import (DOCS_ASSET_PATHS, add_docs, add_error_handlers, add_openapi, error,
+                                     error_responses)
 from voxray.serving.page import PAGE_PATHS, add_viewer
 from voxray.serving.service import ModelService
 from voxray.serving.stats import mask_summary
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 _NO_KEY = "missing or wrong API key (Authorization: Bearer <key>)"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 _UPLOAD_DOC = {
     "requestBody": {
         "required": True,
@@ -58,7 +60,7 @@ _UPLOAD_DOC = {
 
 def _error(status: int, detail: str) -> JSONResponse:
     headers = _UNAUTHORIZED if status == 401 else {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return error(status, detail, headers)
 
 
 class BearerAuth:
@@ -118,17 +120,21 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
     """The HTTP API for one model service; `public_docs` opens /docs and /openapi.json to callers without a key."""
     app = FastAPI(title="voxray segmentation", version="1",
                   description="Segmentation with a voxray registry model (GET /v1/model names it). "
-                              "Authorization: Bearer <API key> on every route but /healthz and /readyz.")
-    app.add_middleware(BearerAuth, service=service,
-                       open_paths=OPEN_PATHS | PAGE_PATHS | (DOC_PATHS if public_docs else frozenset()))
+                              "Authorization: Bearer <API key> on every route but /healthz and /readyz.",
+                  docs_url=None, redoc_url=None)  # /docs from local files (contract.add_docs); no ReDoc (CDN only)
+    app.add_middleware(BearerAuth, service=service, open_paths=OPEN_PATHS | PAGE_PATHS | DOCS_ASSET_PATHS | (
+        DOC_PATHS if public_docs else frozenset()))
+    add_error_handlers(app)
+    add_openapi(app, OPEN_PATHS)
+    add_docs(app)
     add_viewer(app)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=error_responses(500))
     async def healthz() -> dict[str, str]:
         """Liveness: the replica's event loop answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=error_responses(500))
     async def readyz(request: Request) -> Response:
         """Readiness: the model is loaded (it is, once the replica has started); names it only to key holders."""
         body = {"status": "ready"}
@@ -136,12 +142,13 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
             body |= {"model": service.card.get("name"), "version": service.card.get("version")}
         return JSONResponse(body)
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", responses=error_responses(401, 500))
     async def model() -> Response:
         """Name, version, channels, labels and metrics of the served model."""
         return JSONResponse(service.model_info())
 
-    @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
+    @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC,
+              responses=error_responses(400, 401, 413, 415, 422, 500, 503))
     async def predict(request: Request, format: Literal["nifti", "json", "zip"] = Query("nifti"),
                       outputs: str = Query("mask", description="Comma-separated: mask, probabilities, uncertainty; "
                                                                "more than the mask → a zip"),
