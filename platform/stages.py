@@ -21,6 +21,7 @@ RUNNERS: dict[str, str] = {
     "tune": "voxray.training.tune.runner:run_tune",
     "serve": "voxray.serving.runner:run_serve",
     "pipeline": "voxray.platform.pipeline:run_pipeline",
+    "plan": "voxray.training.plan.runner:run_plan",
 }
 
 

@@ -29,6 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from voxray.serving.admission import RETRY_AFTER_S, upload_bytes
 from voxray.serving.contract import (DOCS_ASSET_PATHS, add_docs, add_error_handlers, add_openapi, error,
                                      error_responses)
+from voxray.serving.dicom_in import dicom_part_name, is_dicom
+from voxray.serving.dicom_seg import DICOM_MEDIA, check_seg_request, seg_bytes, wants_dicom
 from voxray.serving.page import PAGE_PATHS, add_viewer
 from voxray.serving.service import ModelService
 from voxray.serving.stats import mask_summary
@@ -94,7 +96,7 @@ async def read_files(request: Request, service: ModelService) -> dict[str, bytes
     stream = bounded_stream(request.stream(), limits)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        parser = MultiPartParser(request.headers, stream, max_files=limits.max_channels, max_fields=4,
+        parser = MultiPartParser(request.headers, stream, max_files=limits.max_files, max_fields=4,
                                  max_part_size=64 * 1024)
         try:
             form = await parser.parse()
@@ -104,9 +106,12 @@ async def read_files(request: Request, service: ModelService) -> dict[str, bytes
         try:
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    if name in files:
+                    data = await value.read()
+                    if is_dicom(data):  # a field per series, repeated per slice: keyed <field>/<file name>
+                        name = dicom_part_name(name, value.filename, files)
+                    elif name in files:
                         raise UploadError(422, f"field {name!r} appears more than once")
-                    files[name] = await value.read()
+                    files[name] = data
         finally:
             await form.close()
         return files
@@ -162,6 +167,9 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
             check_content_length(length, service.limits)
             held.resize(upload_bytes(length, service.limits), "the upload")
             files = await read_files(request, service)
+            dicom_out = wants_dicom(request.headers.get("accept")) and format == "nifti"
+            if dicom_out:
+                check_seg_request(files, wanted)
             held.resize(await asyncio.to_thread(service.request_cost, files, wanted, mirror))
             prediction, like = await service.segment(files, wanted, mirror)
             summary = mask_summary(prediction.mask, like.affine, service.card) | {
@@ -170,7 +178,9 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
             if format == "json":
                 return JSONResponse(summary)
             zipped = format == "zip" or wanted != ("mask",)
-            if not zipped:
+            if dicom_out:
+                body = await asyncio.to_thread(seg_bytes, prediction.mask, like, service.card)
+            elif not zipped:
                 body = await asyncio.to_thread(service.mask_bytes, prediction.mask, like)
             else:
                 body = await asyncio.to_thread(service.zip_bytes, prediction, like, summary)
@@ -181,6 +191,9 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
             held.release()
         headers = {"X-Voxray-Uncertainty": str(prediction.uncertainty["score"]),
                    "X-Voxray-TTA-Members": str(prediction.uncertainty["tta_members"])}
+        if dicom_out:
+            return Response(body, media_type=DICOM_MEDIA,
+                            headers=headers | {"Content-Disposition": 'attachment; filename="seg.dcm"'})
         if not zipped:
             return Response(body, media_type="application/gzip",
                             headers=headers | {"Content-Disposition": 'attachment; filename="mask.nii.gz"'})

@@ -15,6 +15,7 @@ import numpy as np
 
 from voxray.serving.admission import MemoryBudget, decode_cost
 from voxray.serving.auth import authorized
+from voxray.serving.dicom_in import decode_dicom, dicom_cost, is_dicom_upload
 from voxray.serving.validation import Limits, UploadError, decode_nifti
 from voxray.training.channels import ChannelMismatch, canonical
 from voxray.training.predict import (OUTPUTS, Inferred, InvalidInput, Prediction, Predictor, Request, output_images,
@@ -30,13 +31,15 @@ class ModelService:
     """One loaded model plus the request policy (limits, API key digests; None = anonymous)."""
 
     def __init__(self, predictor: Predictor, limits: Limits, key_digests: Sequence[str] | None = None,
-                 infer: InferFn | None = None) -> None:
+                 infer: InferFn | None = None, series_rule: Mapping[str, str] | None = None) -> None:
         if isinstance(key_digests, str):
             raise TypeError("key_digests is a sequence of digests, not one string")
         self.predictor = predictor
         self.limits = limits
         self.key_digests = tuple(key_digests) if key_digests is not None else None
         self.budget = MemoryBudget(limits.max_inflight_bytes)
+        self.series_rule = dict(series_rule) if series_rule else None
+        """DICOM series → channel: {channel: regex over SeriesDescription/ProtocolName} (serving/dicom_in.py)."""
         self._infer = infer or self._infer_unbatched
 
     @property
@@ -60,6 +63,8 @@ class ModelService:
         k = int(self.card.get("out_channels") or 1)
         channels = k * (2 if mirror and "uncertainty" in outputs else 1)
         channels += 2 * k * ("probabilities" in outputs) + 2 * ("uncertainty" in outputs)
+        if is_dicom_upload(files):
+            return dicom_cost(files, self.limits, channels, len(self.predictor.channels))
         return decode_cost(files, self.limits, channels)
 
     def options(self, outputs: str, tta: str | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -87,6 +92,11 @@ class ModelService:
         if not files:
             raise UploadError(422, f"no images uploaded; send one file per channel {self.predictor.channels} "
                                    "(multipart field = channel name) or one 4D NIfTI")
+        if is_dicom_upload(files):
+            try:
+                return decode_dicom(files, self.predictor.channels, self.limits, self.series_rule)
+            except (ChannelMismatch, InvalidInput) as exc:
+                raise UploadError(422, str(exc)) from None
         if len(files) > self.limits.max_channels:
             raise UploadError(413, f"{len(files)} files exceed the limit of {self.limits.max_channels}")
         images = {name: decode_nifti(data, self.limits, name) for name, data in files.items()}

@@ -58,6 +58,11 @@ class Limits:
     max_inflight_bytes: int = 2 * 2**30
     """Estimated peak memory all of a replica's requests may hold at once (serving/admission.py)."""
 
+    @property
+    def max_files(self) -> int:
+        """Most files in one upload (DICOM sends a file per slice): `max_dim` slices for each of `max_channels`."""
+        return self.max_channels * self.max_dim
+
     @classmethod
     def from_spec(cls, spec: Any) -> "Limits":
         """From a `serve.limits` section (`LimitsSpec`), MiB turned into bytes."""

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
 from voxray.platform.cli import _output
 from voxray.platform.cli._options import JsonOpt
 from voxray.platform.errors import VoxrayError
+from voxray.platform.specs.loader import format_errors
 
 PLAN_EXAMPLES = """
 Examples:
@@ -58,23 +60,27 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Derive a training recipe from the data (nnU-Net-style) and write it as a job YAML, every field explained."""
-    from voxray.training.plan.fingerprint import fingerprint_for
-    from voxray.training.plan.recipe import PlanOptions, make_plan
+    from voxray.platform.specs.plan import PlanSpec
+    from voxray.training.plan.runner import write_plan
 
     modalities = {k: v.upper() for k, v in _pairs(modality, "--modality").items()}
     if any(v not in ("CT", "MR") for v in modalities.values()):
         raise VoxrayError(f"--modality values must be CT or MR, got {sorted(set(modalities.values()))}")
-    options = {"images": _pairs(images, "--images") or None, "label": label}
+    if layout is None and (images or label):
+        raise VoxrayError("--images/--label describe a dataset: give --layout nifti_pairs with them")
+    dataset = {"layout": layout, "root": str(path.resolve()),
+               **{k: v for k, v in {"images": _pairs(images, "--images") or None, "label": label}.items() if v}}
     try:
-        fp = fingerprint_for(path, layout, {k: v for k, v in options.items() if v}, modalities, intensity_cases)
-        opts = PlanOptions(model=model, memory_gb=memory_gb, hours=hours, steps=steps, step_seconds=step_seconds,
-                           device=device, anisotropy_threshold=anisotropy, modalities=modalities, name=name,
-                           store=store, workers=workers)
-        result = make_plan(fp, opts, out.parent)
+        spec = PlanSpec.model_validate({
+            "dataset": dataset if layout else None, "store": None if layout else str(path), "out": str(out),
+            "model": model, "memory_gb": memory_gb, "hours": hours, "steps": steps, "step_seconds": step_seconds,
+            "device": device, "anisotropy_threshold": anisotropy, "modalities": modalities,
+            "intensity_cases": intensity_cases, "job_name": name, "planned_store": store, "workers": workers})
+        result = write_plan(spec)
+    except ValidationError as exc:
+        raise VoxrayError("; ".join(format_errors(exc)), hint="voxray plan --help") from None
     except ValueError as exc:
         raise VoxrayError(str(exc), hint="voxray plan --help") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result.yaml())
     if as_json:
         _output.as_json({"out": str(out), "kind": result.kind, **result.details})
         return
@@ -85,7 +91,7 @@ def plan(
         ("model", d["family"]), ("patch (z, y, x)", " × ".join(map(str, d["patch"]))),
         ("batch size", d["batch_size"]), ("memory", f"{d['estimated_bytes'] / 2**30:.2f} of {d['memory_gb']:g} GiB"),
         ("step time", f"{d['step_seconds']:.3g} s ({d['device']})"), ("steps", d["steps"])]],
-        title=f"plan for {fp.cases} cases ({fp.source})")
+        title=f"plan for {d['cases']} cases ({d['source']})")
     _output.result(f"[green]wrote[/] {result.kind} job to {out}")
     _output.hint(f"voxray validate {out} && voxray run {out}")
 

@@ -1,4 +1,4 @@
-"""The job spec: a `kind`-discriminated union over the five job kinds."""
+"""The job spec: a `kind`-discriminated union over the job kinds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, TypeAdapter, field_validator, model_validator
 
 from voxray.platform.specs.common import RaySpec, StrictModel
+from voxray.platform.specs.plan import PlanSpec
 from voxray.platform.specs.preprocess import PreprocessSpec
 from voxray.platform.specs.serve import ServeSpec
 from voxray.platform.specs.train import TrainSpec
@@ -69,6 +70,12 @@ class ServeJob(_JobBase):
     serve: ServeSpec
 
 
+class PlanJob(_JobBase):
+    kind: Literal["plan"] = "plan"
+    plan: PlanSpec
+    """Derive a training recipe from the data and write it to `plan.out` (`voxray plan` as a job)."""
+
+
 class PipelineJob(_JobBase):
     kind: Literal["pipeline"] = "pipeline"
     preprocess: PreprocessSpec | None = None
@@ -102,8 +109,8 @@ class PipelineJob(_JobBase):
         return self
 
 
-JobSpec = Annotated[Union[PreprocessJob, TrainJob, TuneJob, ServeJob, PipelineJob], Discriminator("kind")]
-KINDS = ("preprocess", "train", "tune", "serve", "pipeline")
+JobSpec = Annotated[Union[PreprocessJob, TrainJob, TuneJob, ServeJob, PipelineJob, PlanJob], Discriminator("kind")]
+KINDS = ("preprocess", "train", "tune", "serve", "pipeline", "plan")
 JOB_ADAPTER: TypeAdapter = TypeAdapter(JobSpec)
 
 
@@ -114,11 +121,11 @@ def job_json_schema(kind: str | None = None) -> dict:
         schema["title"] = "voxray job"
         return schema
     models = {"preprocess": PreprocessJob, "train": TrainJob, "tune": TuneJob, "serve": ServeJob,
-              "pipeline": PipelineJob}
+              "pipeline": PipelineJob, "plan": PlanJob}
     if kind not in models:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     return models[kind].model_json_schema()
 
 
 __all__ = ["JobSpec", "KINDS", "JOB_ADAPTER", "PreprocessJob", "TrainJob", "TuneJob", "ServeJob", "PipelineJob",
-           "job_json_schema"]
+           "PlanJob", "job_json_schema"]

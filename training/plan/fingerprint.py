@@ -19,7 +19,8 @@ from voxray.platform.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Fingerprint", "from_dataset", "from_store", "fingerprint_for", "header_geometry", "CT_NAMES"]
+__all__ = ["Fingerprint", "from_dataset", "from_store", "fingerprint_for", "dataset_fingerprint", "header_geometry",
+           "CT_NAMES"]
 
 CT_NAMES = ("ct", "cect", "nct")
 """Channel names read as CT (case-insensitive); every other channel is MR (all bundled layouts are MR)."""
@@ -184,6 +185,12 @@ def fingerprint_for(path: str | Path, layout: str | None, options: dict | None =
         raise DataError(f"{path}: not a store (no fingerprint.json) and no --layout given",
                         hint="voxray plan DATASET_ROOT --layout msd_brats (or a store made by voxray preprocess)")
     dataset = DatasetSpec.model_validate({"layout": layout, "root": str(Path(path).resolve()), **(options or {})})
+    return dataset_fingerprint(dataset, modalities, intensity_cases)
+
+
+def dataset_fingerprint(dataset: Any, modalities: dict[str, str] | None = None,
+                        intensity_cases: int | None = None) -> Fingerprint:
+    """A `DatasetSpec`'s fingerprint; CT channels get 10 decoded cases unless `intensity_cases` says otherwise."""
     fp = from_dataset(dataset, intensity_cases=intensity_cases or 0)
     if intensity_cases is None and any(fp.modality(c, modalities) == "CT" for c in fp.channels):
         fp = from_dataset(dataset, intensity_cases=10)
