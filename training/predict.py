@@ -110,6 +110,7 @@ class Predictor:
     def prepare(self, volume: Any) -> Prepared:
         """Forward transform of one `Volume` (channels matched to the card by name, aliases allowed)."""
         from voxray.preprocessing.transforms import preprocess_volume
+        from voxray.training.extent import check_extent
 
         image = np.asarray(volume.image)
         names = list(volume.channels or ())
@@ -118,6 +119,7 @@ class Predictor:
             image = image[[names.index(n) for n in order]]
         if image.shape[0] != len(self.channels):
             raise InvalidInput(f"volume has {image.shape[0]} channels; the model takes {self.channels}")
+        check_extent(image.shape[1:], volume.affine, self.settings.window, self.transform.spacing)
         volume = type(volume)(image=image, label=None, affine=volume.affine, channels=tuple(self.channels))
         try:
             pre = preprocess_volume(volume, self.transform)
