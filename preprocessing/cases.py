@@ -176,6 +176,7 @@ def prepare_case(adapter: Any, case: Any, settings: ConvertSettings, sources: di
         mask = volume.label > 0 if volume.label is not None else np.any(volume.image != 0, axis=0)
         samples = intensity_samples(volume.image, mask, settings.intensity_samples, case_seed(case.case_id))
         pre = preprocess_volume(volume, settings.transform)
+        dtypes = _image_dtypes(case)  # while a remote case's files are still in the cache
     except Exception as exc:  # one bad case must never stop the run
         row.update(error=_message(case, exc), seconds=time.perf_counter() - start, finished=_now())
         log.warning("case %s failed: %s", case.case_id, row["error"])
@@ -186,8 +187,17 @@ def prepare_case(adapter: Any, case: Any, settings: ConvertSettings, sources: di
 
             shutil.rmtree(fetched, ignore_errors=True)
     row.update(original_shape=pre.record["original_shape"], original_spacing=pre.record["original_spacing"],
-               spacing=pre.record["spacing"], intensity=samples, seconds=time.perf_counter() - start)
+               spacing=pre.record["spacing"], intensity=samples, source_dtypes=dtypes,
+               seconds=time.perf_counter() - start)
     return row, pre
+
+
+def _image_dtypes(case: Any) -> list[str]:
+    """The image files' on-disk dtypes (headers only; fingerprint.json `source_dtypes`)."""
+    from voxray.preprocessing.datasets.nifti_io import source_dtypes
+
+    paths = [p for v in case.images.values() for p in (v if isinstance(v, tuple) else (v,))]
+    return source_dtypes(paths[:8])
 
 
 def _message(case: Any, exc: Exception) -> str:

@@ -35,6 +35,7 @@ from voxray.serving.page import PAGE_PATHS, add_viewer
 from voxray.serving.service import ModelService
 from voxray.serving.stats import mask_summary
 from voxray.serving.validation import UploadError, bounded_stream, check_content_length
+from voxray.training.qa import header_value
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
             held.resize(await asyncio.to_thread(service.request_cost, files, wanted, mirror))
             prediction, like = await service.segment(files, wanted, mirror)
             summary = mask_summary(prediction.mask, like.affine, service.card) | {
-                "uncertainty": prediction.uncertainty, "model": service.card.get("name"),
+                "uncertainty": prediction.uncertainty, "qa": prediction.qa, "model": service.card.get("name"),
                 "version": service.card.get("version")}
             if format == "json":
                 return JSONResponse(summary)
@@ -191,6 +192,8 @@ def build_app(service: ModelService, *, public_docs: bool = False) -> FastAPI:
             held.release()
         headers = {"X-Voxray-Uncertainty": str(prediction.uncertainty["score"]),
                    "X-Voxray-TTA-Members": str(prediction.uncertainty["tta_members"])}
+        if prediction.qa is not None:
+            headers["X-Voxray-QA"] = header_value(prediction.qa)
         if dicom_out:
             return Response(body, media_type=DICOM_MEDIA,
                             headers=headers | {"Content-Disposition": 'attachment; filename="seg.dcm"'})

@@ -31,6 +31,8 @@ class ReplicaConfig:
     use_gpu: bool = False
     overlap: float | None = None
     """Sliding-window overlap; None = the model card's `inference.overlap`."""
+    qa: str | None = None
+    """Input QA policy (warn, refuse, off); None = the model card's `inference.qa`."""
     num_threads: int = 1
     max_batch_size: int = 4
     batch_wait_timeout_s: float = 0.05
@@ -44,7 +46,8 @@ class VoxrayModel:
         cfg = ReplicaConfig(**config)
         torch.set_num_threads(max(1, cfg.num_threads))
         device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
-        predictor = Predictor.from_registry(cfg.model_path, device=device, overlap=cfg.overlap)
+        predictor = Predictor.from_registry(cfg.model_path, device=device, overlap=cfg.overlap,
+                                              qa=cfg.qa)
         self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digests, infer=self.infer)
         self.public_docs = cfg.public_docs
         self.infer_batch.set_max_batch_size(cfg.max_batch_size)

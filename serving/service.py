@@ -54,7 +54,7 @@ class ModelService:
         c = self.card
         return {k: c.get(k) for k in ("name", "version", "created", "channels", "labels", "label_encoding",
                                       "regions", "task", "spatial_dims", "patch", "metrics", "inference")} | {
-            "architecture": (c.get("model") or {}).get("name")}
+            "architecture": (c.get("model") or {}).get("name"), "qa_policy": self.predictor.settings.qa}
 
     def request_cost(self, files: Mapping[str, bytes], outputs: Sequence[str] = ("mask",),
                      mirror: Sequence[int] = ()) -> int:

@@ -47,10 +47,27 @@ def export_checkpoint(checkpoint_dir: str | Path, spec: TrainSpec, store: Any, *
     card = model_card(spec, store, metrics, {"checkpoint": str(checkpoint_dir), **source}, state.get("lineage"))
     model = build_network(spec, in_channels=card["in_channels"], out_channels=card["out_channels"])
     model.load_state_dict(state["model"])
+    from voxray.training.data import channel_indices
+
+    channels = channel_indices(store.channels, spec.channels)
     if val_ids and spec.validation.mode == "split":  # decided on held-out cases only (postprocess.py)
-        from voxray.training.data import channel_indices
         from voxray.training.postprocess import decide_on_store
 
-        card["postprocess"] = decide_on_store(model.eval(), store, val_ids, spec, store.metadata(),
-                                              channels=channel_indices(store.channels, spec.channels))
+        card["postprocess"] = decide_on_store(model.eval(), store, val_ids, spec, store.metadata(), channels=channels)
+    add_qa_reference(card, model.eval(), store, val_ids if spec.validation.mode != "train_cases" else None, channels)
     return export_model(model.eval(), card, registry_root, name)
+
+
+def add_qa_reference(card: dict, model: Any, store: Any, val_ids: Sequence[str] | None,
+                     channels: Sequence[int] | None) -> dict:
+    """The card's `fingerprint:` (training cases = the store's cases outside `val_ids`) and, with held-out
+    `val_ids`, `uncertainty_reference:` (qa_reference.py): what input QA and the score percentile compare with."""
+    from voxray.training.predict import Predictor
+    from voxray.training.qa_reference import training_fingerprint, validation_reference
+
+    held = set(val_ids or ())
+    train_ids = [c for c in store.case_ids() if c not in held]
+    card["fingerprint"] = training_fingerprint(store, train_ids, channels, card["channels"])
+    if val_ids:
+        card["uncertainty_reference"] = validation_reference(Predictor(model, card), store, val_ids, channels)
+    return card

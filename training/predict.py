@@ -44,6 +44,8 @@ class Prepared:
 
     image: torch.Tensor
     record: dict
+    qa: dict | None = None
+    """Input QA report (`qa.check_input`); None with the `off` policy."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,14 @@ class Inferred:
 @dataclass
 class Prediction:
     """Outputs on the input grid: mask (I, J, K) uint8; probabilities (K, I, J, K); entropy and TTA variance maps
-    (I, J, K); `uncertainty` = the per-case score (see `uncertainty.case_score`) plus the TTA member count."""
+    (I, J, K); `uncertainty` = the per-case score (see `uncertainty.case_score`) plus the TTA member count and its
+    percentile among the validation cases (card `uncertainty_reference`); `qa` = the input QA report."""
 
     mask: np.ndarray
     uncertainty: dict[str, Any]
     probabilities: np.ndarray | None = None
     maps: list[np.ndarray] = field(default_factory=list)
+    qa: dict | None = None
 
 
 class Predictor:
@@ -125,7 +129,14 @@ class Predictor:
             pre = preprocess_volume(volume, self.transform)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        return Prepared(image=torch.from_numpy(np.ascontiguousarray(pre.image)), record=pre.record)
+        report = None
+        if self.settings.qa != "off":  # before inference: a refused input costs no forward pass
+            from voxray.training.qa import check_input, enforce
+
+            report = check_input(image, pre.record, self.card.get("fingerprint"), self.channels, dtypes,
+                                 self.settings.qa)
+            enforce(report)
+        return Prepared(image=torch.from_numpy(np.ascontiguousarray(pre.image)), record=pre.record, qa=report)
 
     def infer(self, images: Sequence[torch.Tensor], *, tta: Any = None,
               progress: Progress | None = None) -> list[torch.Tensor]:
@@ -196,15 +207,29 @@ class Predictor:
 
         return invert_label(tasks.decode_logits(logits, self.card["task"], self.card), record)
 
+    def score(self, inferred: Inferred, image: torch.Tensor) -> tuple[np.ndarray, dict[str, Any]]:
+        """(label on the model grid, uncertainty score with the TTA member count and, when the card has validation
+        scores, the score's percentile among them)."""
+        from voxray.training.qa import score_percentile
+        from voxray.training.uncertainty import case_score
+
+        task = self.card["task"]
+        label = tasks.decode_logits(inferred.logits, task, self.card)
+        score = case_score(inferred.logits, label, tasks.nonzero_mask(image), task) | {"tta_members": inferred.members}
+        reference = self.card.get("uncertainty_reference")
+        if reference:
+            score |= {"percentile": score_percentile(score["score"], reference),
+                      "reference_cases": int(reference.get("cases") or 0)}
+        return label, score
+
     def outputs(self, inferred: Inferred, prepared: Prepared, want: Collection[str] = ("mask",)) -> Prediction:
         """Mask, uncertainty score, and (when in `want`) probabilities and uncertainty maps on the input grid."""
         from voxray.preprocessing.transforms import invert_label, invert_scores
-        from voxray.training.uncertainty import case_score, member_variance, predictive_entropy
+        from voxray.training.uncertainty import member_variance, predictive_entropy
 
         task, logits = self.card["task"], inferred.logits
-        label = tasks.decode_logits(logits, task, self.card)
-        score = case_score(logits, label, tasks.nonzero_mask(prepared.image), task) | {"tta_members": inferred.members}
-        pred = Prediction(mask=invert_label(label, prepared.record), uncertainty=score)
+        label, score = self.score(inferred, prepared.image)
+        pred = Prediction(mask=invert_label(label, prepared.record), uncertainty=score, qa=prepared.qa)
         if "probabilities" in want or "uncertainty" in want:
             probs = tasks.activate(logits, task)
         if "probabilities" in want:

@@ -83,7 +83,10 @@ def volume_from_images(images: Mapping[str, Any] | Any, channels: Sequence[str])
         data = _channels_first(images, len(channels))
     if not np.isfinite(data).all():
         raise InvalidInput("image holds NaN or infinite values")
-    return Volume(image=data, label=None, affine=np.asarray(ref.affine, dtype=np.float64), channels=tuple(channels))
+    imgs = images.values() if isinstance(images, Mapping) else [images]
+    dtypes = sorted({str(img.get_data_dtype()) for img in imgs if hasattr(img, "get_data_dtype")})
+    return Volume(image=data, label=None, affine=np.asarray(ref.affine, dtype=np.float64), channels=tuple(channels),
+                  meta={"dtypes": dtypes})  # on-disk voxel types, for input QA
 
 
 def _as_3d(img: Any, name: str) -> np.ndarray:

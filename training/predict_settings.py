@@ -32,6 +32,7 @@ class InferenceSettings:
     device: torch.device
     precision: str
     mirror: tuple[int, ...] = ()
+    qa: str = "warn"
 
     @property
     def effective_precision(self) -> str:
@@ -102,7 +103,7 @@ def _check_window(card: Mapping[str, Any], window: tuple[int, ...], patch: tuple
 def resolve_settings(card: Mapping[str, Any], **overrides: Any) -> InferenceSettings:
     """Settings from `card["inference"]` (defaults for older cards) with the non-None `overrides` on top.
 
-    Overrides: window, overlap, batch, device, precision, tta (`none`, `mirror`, or a list of axes).
+    Overrides: window, overlap, batch, device, precision, tta (`none`, `mirror`, or a list of axes), qa (policy).
     """
     from pydantic import ValidationError
 
@@ -119,7 +120,7 @@ def resolve_settings(card: Mapping[str, Any], **overrides: Any) -> InferenceSett
     window = tuple(spec.window) if spec.window else patch
     _check_window(card, window, patch)
     return InferenceSettings(window=window, overlap=spec.overlap, batch=spec.batch, device=_device(spec.device),
-                             precision=spec.precision, mirror=mirror_axes(spec.tta, len(patch)))
+                             precision=spec.precision, mirror=mirror_axes(spec.tta, len(patch)), qa=spec.qa)
 
 
 def inference_card(spec: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ REQUIRED_KEYS = ("model", "spatial_dims", "patch", "in_channels", "channels", "o
 """Card keys the exporter must supply; name, version and created are filled in here."""
 CARD_KEYS = ("name", "version", "created", "model", "spatial_dims", "patch", "in_channels", "channels",
              "out_channels", "task", "labels", "label_encoding", "regions", "slice_axis", "preprocess",
-             "restrict_to_nonzero", "metrics", "source", "lineage")
+             "restrict_to_nonzero", "metrics", "source", "lineage", "fingerprint", "uncertainty_reference")
 
 
 class ModelNotFound(VoxrayError):

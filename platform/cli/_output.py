@@ -50,3 +50,8 @@ def error(message: str) -> None:
 
 def hint(message: str) -> None:
     err_console.print(f"[yellow]hint:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    """One warning line on stderr (kept on one line: scripts grep for it)."""
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

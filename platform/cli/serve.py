@@ -64,6 +64,9 @@ def predict(
                                                   show_default=False)] = None,
     precision: Annotated[Optional[str], typer.Option(help=f"auto, fp32, bf16, fp16 (--model). {_SETTINGS}",
                                                      show_default=False)] = None,
+    qa: Annotated[Optional[str], typer.Option(
+        "--qa", help=f"Input QA against the training fingerprint: warn (report), refuse (exit 4 on a warning), off "
+                     f"(--model). {_SETTINGS}", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print per-class volumes (ml), lesion counts and the "
                                                        "uncertainty score as JSON.")] = False,
 ) -> None:
@@ -75,11 +78,11 @@ def predict(
     files = {"mask": out, "probabilities": probabilities, "uncertainty": uncertainty}
     if model is not None:
         overrides = {"window": _window(window), "overlap": overlap, "batch": batch, "device": device,
-                     "precision": precision, "tta": None if tta is None else _tta(tta)}
+                     "precision": precision, "tta": None if tta is None else _tta(tta), "qa": qa}
         summary = _predict_local(model, inputs, files, overrides)
     else:
         local_only = [f"--{k}" for k, v in {"window": window, "overlap": overlap, "batch": batch, "device": device,
-                                             "precision": precision}.items() if v is not None]
+                                             "precision": precision, "qa": qa}.items() if v is not None]
         if local_only:
             raise VoxrayError(f"{', '.join(local_only)} apply to --model only: a server uses its own settings")
         summary = _predict_remote(url, inputs, api_key_env, files, tta)
@@ -88,12 +91,22 @@ def predict(
         if path is not None:
             say(f"wrote {name} {path} (shape {tuple(summary['shapes'][name])})")
     unc = summary["uncertainty"]
+    rank = (f", percentile {unc['percentile']:g} among {unc['reference_cases']} validation cases"
+            if unc.get("percentile") is not None else "")
     say(f"uncertainty: mean entropy {unc['score']:.4f} (max {unc['max_entropy']:.3f}) over the "
                    f"predicted {'foreground' if unc['region'] == 'foreground' else 'scan (nothing predicted)'}, "
-                   f"{unc['voxels']} voxels, TTA members {unc['tta_members']}")
+                   f"{unc['voxels']} voxels, TTA members {unc['tta_members']}{rank}")
+    _qa_lines(summary.get("qa"))
     if json_:
         summary.pop("shapes")
         _output.as_json(summary)
+
+
+def _qa_lines(report: dict | None) -> None:
+    """The input QA result on stderr: one warning line per finding (nothing for a clean input)."""
+    for f in (report or {}).get("findings") or ():
+        where = f" ({f['channel']})" if f.get("channel") else ""
+        _output.warning(f"input QA {f['severity']}: {f['code']}{where}: {f['message']}")
 
 
 def _window(text: str | None) -> list[int] | None:
@@ -136,7 +149,8 @@ def _predict_local(model: str, inputs: list[str], files: dict[str, Path | None],
         if path is not None:
             images[name].to_filename(str(path))
     return mask_summary(prediction.mask, like.affine, predictor.card) | {
-        "uncertainty": prediction.uncertainty, "shapes": {k: list(v.shape) for k, v in images.items()}}
+        "uncertainty": prediction.uncertainty, "qa": prediction.qa,
+        "shapes": {k: list(v.shape) for k, v in images.items()}}
 
 
 def _predict_remote(url: str, inputs: list[str], api_key_env: str, files: dict[str, Path | None],

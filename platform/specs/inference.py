@@ -37,6 +37,10 @@ class InferenceSpec(StrictModel):
     per window in 3D, 4 in 2D), or a list of spatial axes of the model grid (0 = Z … of (Z, Y, X)) whose subsets are
     flipped. A request may choose otherwise (`--tta`, `tta=`)."""
 
+    qa: Literal["warn", "refuse", "off"] = "warn"
+    """Input QA against the card's training fingerprint (docs/serving.md "Input QA"): warn (report findings with
+    the prediction), refuse (an input with warnings is refused: HTTP 422, CLI exit 4) or off (no checks)."""
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from voxray.platform.paths import is_loopback_host
@@ -66,6 +68,9 @@ class ServeSpec(StrictModel):
     sw_overlap: float | None = Field(default=None, ge=0, lt=1)
     """Sliding-window overlap at inference; null = the model card's `inference.overlap` (0.25 unless trained with
     another). Window, batch and TTA default to the card too; a request may choose TTA (`?tta=`)."""
+    qa: Literal["warn", "refuse", "off"] | None = None
+    """Input QA against the model's training fingerprint: warn (findings in the `qa` block / `X-Voxray-QA`
+    header), refuse (HTTP 422 naming the findings), off; null = the model card's `inference.qa` (warn)."""
     api_key_env: str | None = "VOXRAY_API_KEY"
     """Env var holding the bearer API key (several comma-separated keys allow rotation); null = no key, which
     needs `allow_anonymous: true` and a loopback host."""

@@ -99,3 +99,16 @@ def header_summary(path: Path) -> dict:
     zooms = img.header.get_zooms()
     return {"shape": list(img.shape), "spacing": [round(float(z), 4) for z in zooms[:3]],
             "dtype": str(img.get_data_dtype())}
+
+
+def source_dtypes(paths: "list[Path] | tuple[Path, ...]") -> list[str]:
+    """On-disk voxel dtypes of image files, read from their headers only: what a request sending the same kind of
+    file will carry (the model card's training fingerprint; input QA compares with it). Non-NIfTI files (TIF, PNG)
+    and unreadable headers are skipped."""
+    found = set()
+    for path in paths:
+        try:
+            found.add(str(nib.load(str(path)).get_data_dtype()))
+        except Exception:  # not a NIfTI (stacked 2D layouts) or unreadable: no dtype to record
+            continue
+    return sorted(found)

@@ -44,6 +44,7 @@ def fingerprint(rows: Iterable[dict], channels: list[str], spec_hash: str) -> di
         "shapes_after_preprocessing": {"median": _median(shapes), "min": _reduce(shapes, np.min),
                                        "max": _reduce(shapes, np.max)},
         "intensity_foreground": per_channel,
+        "source_dtypes": sorted({d for r in rows for d in (r.get("source_dtypes") or ())}) or None,
         "per_case": {r["case_id"]: {"original_spacing": r["original_spacing"], "shape": r["shape"],
                                      "original_shape": r["original_shape"]} for r in rows},
     }

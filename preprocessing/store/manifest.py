@@ -35,7 +35,7 @@ SCHEMA = pa.schema([
     ("finished", pa.string()),            # ISO time
 ])
 
-EXTRA_KEYS = ("intensity", "original_spacing")
+EXTRA_KEYS = ("intensity", "original_spacing", "source_dtypes")
 """Row keys kept in `_rows/*.json` only (fingerprint inputs), not in the parquet manifest."""
 
 

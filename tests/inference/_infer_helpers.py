@@ -56,3 +56,47 @@ def train_helpers():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+def recorded_store(seeds: dict[str, int], shape=(24, 24, 24)):
+    """A FakeStore of nested-sphere cases ({case id: seed}) that went through the real transform chain (identity
+    affine, 1 mm, no normalisation or cropping: stored images equal the cases), with each case's transform record
+    in its attrs as a real store keeps it: what export's training fingerprint reads."""
+    from voxray.preprocessing.datasets import Volume
+    from voxray.preprocessing.transforms import TransformConfig, preprocess_volume
+
+    helpers = train_helpers()
+    cfg = TransformConfig.from_dict({"normalize": "none", "crop_nonzero": False})
+    cases, records = {}, {}
+    for cid, seed in seeds.items():
+        image, label = helpers.brats_like_case(shape, seed=seed)
+        vol = Volume(image=image.transpose(0, 3, 2, 1).copy(), label=label.transpose(2, 1, 0).copy(),
+                     affine=np.eye(4), channels=tuple(helpers.MSD_META["channels"]))
+        pre = preprocess_volume(vol, cfg)
+        cases[cid], records[cid] = (pre.image, pre.label), pre.record
+    store = helpers.FakeStore(cases, dict(helpers.MSD_META))
+    store.attrs = {"transform": cfg.to_dict()}
+    store.case_attrs = lambda cid: {"spacing": records[cid]["spacing"], "record": records[cid]}
+    return store
+
+
+def train_unet(run: Path, store) -> tuple:
+    """(spec, checkpoint dir, final metrics) of a UNet trained 30 steps on `store` (nested spheres whose channels
+    show the classes): enough to learn the task, a few seconds on the CPU."""
+    import pytest
+
+    import voxray.training.loop as loop
+    from voxray.platform.specs.train import TrainSpec
+
+    spec = TrainSpec(store="unused", task="labels", model={"name": "unet", "channels": [8, 16], "num_res_units": 1},
+                     patch=[16, 16, 16], batch_size=2, steps=30, optimizer={"lr": 1e-2, "weight_decay": 0.0},
+                     schedule={"name": "constant"}, validation={"mode": "none"},
+                     checkpoint={"every": 30, "metric": "train/loss", "mode": "min"}, tracking={"mlflow": False},
+                     augment={"enabled": False}, sampling={"loader_workers": 0, "fg_fraction": 0.5})
+    mp = pytest.MonkeyPatch()
+    mp.setattr(loop, "open_store", lambda uri: store)
+    try:
+        out = loop.train_loop({"train": spec.model_dump(mode="json"), "name": "unc", "run_dir": str(run)})
+    finally:
+        mp.undo()
+    return spec, run / "checkpoints" / "step_0000030", out

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import voxray.training.loop as loop
-from voxray.platform.specs.train import TrainSpec
 from voxray.preprocessing.datasets import Volume
 from voxray.training.checkpoint import load_state
 from voxray.training.export import model_card
@@ -21,27 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A UNet trained 30 steps on nested-sphere cases whose channels show the classes (a store without
+def trained(trained_unet):
+    """The session's UNet trained 30 steps on nested-sphere cases whose channels show the classes (a store without
     normalisation or cropping, so a held-back case goes through prediction exactly as training saw it)."""
-    helpers = train_helpers()
-    store = helpers.make_fake_store(6, shape=(24, 24, 24))
-    store.attrs = {"transform": {"normalize": "none", "crop_nonzero": False}}
-    run = tmp_path_factory.mktemp("run")
-    spec = TrainSpec(store="unused", task="labels", model={"name": "unet", "channels": [8, 16], "num_res_units": 1},
-                     patch=[16, 16, 16], batch_size=2, steps=30, optimizer={"lr": 1e-2, "weight_decay": 0.0},
-                     schedule={"name": "constant"}, validation={"mode": "none"},
-                     checkpoint={"every": 30, "metric": "train/loss", "mode": "min"}, tracking={"mlflow": False},
-                     augment={"enabled": False}, sampling={"loader_workers": 0, "fg_fraction": 0.5})
-    mp = pytest.MonkeyPatch()
-    mp.setattr(loop, "open_store", lambda uri: store)
-    try:
-        out = loop.train_loop({"train": spec.model_dump(mode="json"), "name": "unc", "run_dir": str(run)})
-    finally:
-        mp.undo()
-    model = loop.build_network(spec, in_channels=4, out_channels=4)
-    model.load_state_dict(load_state(run / "checkpoints" / "step_0000030")["model"])
-    return Predictor(model, model_card(spec, store, out, {}), tta="mirror"), helpers.brats_like_case
+    t = trained_unet
+    model = loop.build_network(t.spec, in_channels=4, out_channels=4)
+    model.load_state_dict(load_state(t.checkpoint)["model"])
+    return Predictor(model, model_card(t.spec, t.store, t.metrics, {}), tta="mirror"), train_helpers().brats_like_case
 
 
 def _predict(predictor: Predictor, image: np.ndarray):
