@@ -14,11 +14,13 @@ uncompressed; each series at most `max_dim` per axis and `max_voxels`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
 import zipfile
 import zlib
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from voxray.preprocessing.dicom import DicomError, Series, check_series, describe, series_volume
@@ -28,7 +30,7 @@ from voxray.training.channels import canonical, channel_from_filename
 log = logging.getLogger(__name__)
 
 __all__ = ["is_dicom", "is_zip", "is_dicom_upload", "dicom_part_name", "expand", "decode_dicom", "dicom_cost", "per_file_bytes",
-           "match_series", "SOURCE_KEY"]
+           "match_series", "is_dicom_path", "read_paths", "SOURCE_KEY"]
 
 SOURCE_KEY = "dicom_source"
 """Key in the reference image's nibabel `extra` dict holding the reference series' datasets in slice order."""
@@ -228,6 +230,39 @@ def decode_dicom(files: Mapping[str, bytes], channels: Sequence[str], limits: Li
     like = images[channels[0]]
     like.extra[SOURCE_KEY] = sources[channels[0]]
     return volume, like
+
+
+def is_dicom_path(path: str | Path) -> bool:
+    """A CLI input that is DICOM: a directory, a .zip, a .dcm, or a file with the DICM marker."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() in (".zip", ".dcm"):
+        return True
+    with contextlib.suppress(OSError), p.open("rb") as fh:
+        return is_dicom(fh.read(132))
+    return False
+
+
+def read_paths(inputs: Sequence[str], limits: Limits) -> dict[str, bytes]:
+    """CLI `--input` values (`[channel=]dir|zip|file.dcm`) → upload-style {key: bytes}: a directory's files keyed
+    `<channel or directory name>/<relative path>`, a zip or .dcm under `<channel or parent directory>/<name>`.
+    Sizes are checked from the file system before anything is read."""
+    files: list[tuple[str, Path]] = []
+    for value in inputs:
+        name, _, path = value.rpartition("=")
+        p = Path(path)
+        if p.is_dir():
+            files += [(f"{name or p.name}/{f.relative_to(p).as_posix()}", f) for f in sorted(p.rglob("*"))
+                      if f.is_file() and not _JUNK.search(f.as_posix())]
+        elif p.is_file():
+            files.append((f"{name or p.parent.name or 'input'}/{p.name}", p))
+        else:
+            raise UploadError(400, f"input {path!r} does not exist")
+    if len(files) > limits.max_files:
+        raise UploadError(413, f"{len(files)} DICOM files exceed the limit of {limits.max_files}")
+    total = sum(f.stat().st_size for _, f in files)
+    if total > limits.max_upload_bytes:
+        raise UploadError(413, f"the DICOM inputs total {total} bytes, over the limit of {limits.max_upload_bytes}")
+    return {key: f.read_bytes() for key, f in files}
 
 
 def dicom_cost(files: Mapping[str, bytes], limits: Limits, out_channels: int, n_channels: int) -> int:

@@ -67,6 +67,13 @@ def predict(
     qa: Annotated[Optional[str], typer.Option(
         "--qa", help=f"Input QA against the training fingerprint: warn (report), refuse (exit 4 on a warning), off "
                      f"(--model). {_SETTINGS}", show_default=False)] = None,
+    series: Annotated[Optional[list[str]], typer.Option(
+        "--series", help="DICOM input: <channel>=<regex> over SeriesDescription/ProtocolName (repeatable; --model). "
+                         "Default: a directory/zip folder/name= naming the channel, else channel names as words of "
+                         "the SeriesDescription.", show_default=False)] = None,
+    dicom_seg: Annotated[bool, typer.Option(
+        "--dicom-seg", help="Write --out as a DICOM-SEG over the input series (DICOM input; implied by --out "
+                            "*.dcm).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print per-class volumes (ml), lesion counts and the "
                                                        "uncertainty score as JSON.")] = False,
 ) -> None:
@@ -79,13 +86,15 @@ def predict(
     if model is not None:
         overrides = {"window": _window(window), "overlap": overlap, "batch": batch, "device": device,
                      "precision": precision, "tta": None if tta is None else _tta(tta), "qa": qa}
-        summary = _predict_local(model, inputs, files, overrides)
+        summary = _predict_local(model, inputs, files, overrides, _dicom_options(series, dicom_seg, out))
     else:
         local_only = [f"--{k}" for k, v in {"window": window, "overlap": overlap, "batch": batch, "device": device,
                                              "precision": precision, "qa": qa}.items() if v is not None]
         if local_only:
             raise VoxrayError(f"{', '.join(local_only)} apply to --model only: a server uses its own settings")
-        summary = _predict_remote(url, inputs, api_key_env, files, tta)
+        if series:
+            raise VoxrayError("--series applies to --model only: a server matches series by its serve spec")
+        summary = _predict_remote(url, inputs, api_key_env, files, tta, _dicom_options(None, dicom_seg, out))
     say = _output.result if not json_ else (lambda m: _output.err_console.print(m, highlight=False))  # JSON alone
     for name, path in files.items():
         if path is not None:
@@ -127,8 +136,29 @@ def _tta(text: str) -> Any:
         raise VoxrayError(f"--tta: {exc}") from None
 
 
-def _predict_local(model: str, inputs: list[str], files: dict[str, Path | None], overrides: dict[str, Any]) -> dict:
+def _dicom_options(series: list[str] | None, seg: bool, out: Path | None) -> dict[str, Any]:
+    """{"rule": {channel: regex} or None, "seg": write --out as DICOM-SEG} from --series / --dicom-seg / --out."""
+    import re
+
+    rule = {}
+    for item in series or ():
+        channel, sep, pattern = item.partition("=")
+        if not sep or not channel or not pattern:
+            raise VoxrayError(f"--series {item!r}: give <channel>=<regex>, e.g. flair='(?i)flair'")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise VoxrayError(f"--series {item!r}: bad regex ({exc})") from None
+        rule[channel] = pattern
+    return {"rule": rule or None, "seg": seg or (out is not None and out.suffix.lower() == ".dcm")}
+
+
+def _predict_local(model: str, inputs: list[str], files: dict[str, Path | None], overrides: dict[str, Any],
+                   dicom: dict[str, Any]) -> dict:
+    from voxray.serving.dicom_in import decode_dicom, is_dicom_path, read_paths
+    from voxray.serving.dicom_seg import seg_bytes
     from voxray.serving.stats import mask_summary
+    from voxray.serving.validation import Limits
     from voxray.training.channels import name_inputs
     from voxray.training.predict import Predictor, output_images, predict_images
     from voxray.training.progress import WindowProgress
@@ -142,11 +172,18 @@ def _predict_local(model: str, inputs: list[str], files: dict[str, Path | None],
                               f"{predictor.settings.describe()}", highlight=False)
     wanted = [k for k, v in files.items() if v is not None or k == "mask"]
     with WindowProgress() as progress:
-        prediction, like = predict_images(predictor, name_inputs(inputs, predictor.channels), wanted,
-                                          progress=progress)
+        if any(is_dicom_path(v.rpartition("=")[2]) for v in inputs):
+            limits = Limits()
+            volume, like = decode_dicom(read_paths(inputs, limits), predictor.channels, limits, dicom["rule"])
+            prediction = predictor.predict_full(volume, wanted, progress=progress)
+        else:
+            prediction, like = predict_images(predictor, name_inputs(inputs, predictor.channels), wanted,
+                                              progress=progress)
     images = output_images(prediction, like)
     for name, path in files.items():
-        if path is not None:
+        if path is not None and name == "mask" and dicom["seg"]:
+            path.write_bytes(seg_bytes(prediction.mask, like, predictor.card))
+        elif path is not None:
             images[name].to_filename(str(path))
     return mask_summary(prediction.mask, like.affine, predictor.card) | {
         "uncertainty": prediction.uncertainty, "qa": prediction.qa,
@@ -154,14 +191,19 @@ def _predict_local(model: str, inputs: list[str], files: dict[str, Path | None],
 
 
 def _predict_remote(url: str, inputs: list[str], api_key_env: str, files: dict[str, Path | None],
-                    tta: str | None) -> dict:
+                    tta: str | None, dicom: dict[str, Any]) -> dict:
     import gzip
     import json
 
     import nibabel as nib
 
     from voxray.serving.client import Client
+    from voxray.serving.dicom_in import is_dicom_path
     from voxray.training.channels import name_inputs
+
+    if dicom["seg"] or any(is_dicom_path(v.rpartition("=")[2]) for v in inputs):
+        raise VoxrayError("DICOM input with --url is not supported by the CLI yet; use --model, or POST the zip to "
+                          "the server's /v1/predict (Accept: application/dicom for a DICOM-SEG; docs/serving.md)")
 
     wanted = [k for k, v in files.items() if v is not None]
     with Client(url, api_key_env=api_key_env) as client:
