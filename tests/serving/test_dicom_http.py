@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from voxray.serving.app import build_app
 from voxray.serving.auth import key_digest
+from voxray.serving.dicom_in import decode_dicom
 from voxray.serving.service import ModelService
 from voxray.serving.stats import class_masks
 from voxray.serving.validation import Limits
@@ -117,3 +118,21 @@ def test_nifti_upload_asking_for_dicom_seg_is_406(client, nifti):
     files = [(c, (f"{c}.nii", nifti[c].to_bytes(), "x")) for c in CHANNELS]
     r = client.post("/v1/predict", headers=AUTH | {"Accept": "application/dicom"}, files=files)
     assert r.status_code == 406 and "needs DICOM input" in r.json()["detail"]
+
+
+def test_series_to_volume_equals_the_nifti(predictor, nifti, series, images):
+    """Oblique grid: the DICOM volume is the NIfTI voxel for voxel with its affine. A left-handed (radiological)
+    NIfTI comes back with its slices stacked along the DICOM normal instead: same voxels at the same world points."""
+    volume, like = decode_dicom({"z": zip_study(series)}, CHANNELS, Limits())
+    for i, c in enumerate(CHANNELS):
+        assert np.array_equal(volume.image[i], np.asarray(nifti[c].dataobj))
+    assert np.allclose(like.affine, nifti["flair"].affine, atol=1e-4)
+    assert [int(ds.InstanceNumber) for ds in like.extra["dicom_source"]] == list(range(1, 17))
+
+    lefty = {c: nib.Nifti1Image(np.rint(np.asarray(img.dataobj)), img.affine) for c, img in images.items()}
+    assert np.linalg.det(lefty["flair"].affine[:3, :3]) < 0
+    volume, like = decode_dicom({"z": zip_study(study(lefty, DESCRIPTIONS))}, CHANNELS, Limits())
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1, lefty["flair"].shape[2] - 1
+    assert np.allclose(like.affine, lefty["flair"].affine @ flip, atol=1e-4)
+    assert np.array_equal(volume.image[0], np.asarray(lefty["flair"].dataobj)[:, :, ::-1])
