@@ -40,6 +40,32 @@ def _pinned_dashboard() -> dict:
             "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
 
 
+@contextmanager
+def _loopback_node() -> Iterator[dict]:
+    """ray.init arguments that keep an embedded Ray's own servers (GCS, raylet, object manager, workers, dashboard
+    and its agents) on 127.0.0.1, so nothing of Ray listens on the machine's network interfaces.
+
+    Ray's Linux default binds every server to all interfaces and turns a `_node_ip_address` of 127.0.0.1 into the
+    machine's routable IP (`services.resolve_ip_for_localhost`); only its single-machine mode (the default on macOS
+    and Windows, flag `ray_constants.ENABLE_RAY_CLUSTER`) keeps the loopback address. The flag is read when the
+    node starts, so it is switched for `ray.init` only; tests/platform/test_runtime_ports.py lists the listening
+    sockets of the Ray processes, so a Ray release that changes this fails there.
+    """
+    from ray._private import ray_constants
+
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if saved is None:
+        log.warning("this Ray release has no ray_constants.ENABLE_RAY_CLUSTER: its servers may listen on all "
+                    "interfaces")
+        yield {"dashboard_host": "127.0.0.1"}
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
 def _with_env_vars(runtime_env: dict | None, env_vars: dict[str, str]) -> dict | None:
     """`runtime_env` plus `env_vars` (the secret names workers must redact), without changing the caller's dict."""
     if not env_vars:
@@ -53,7 +79,9 @@ def _with_env_vars(runtime_env: dict | None, env_vars: dict[str, str]) -> dict |
 def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iterator[RayInfo]:
     """Start an embedded Ray (spec.address null) or connect to `address`/`spec.address`; reuse one already up.
 
-    Only a Ray started here is shut down on exit, so tests can share one session-wide Ray.
+    An embedded Ray is a single node: all its own ports bind to 127.0.0.1 (`_loopback_node`); only Serve's HTTP
+    proxy listens where `serve.host` says. Only a Ray started here is shut down on exit, so tests can share one
+    session-wide Ray.
     """
     import ray
 
@@ -73,7 +101,11 @@ def ray_runtime(spec: RaySpec | None = None, address: str | None = None) -> Iter
             kwargs.update(address=target, runtime_env=spec.runtime_env)
         kwargs["runtime_env"] = _with_env_vars(kwargs.get("runtime_env"), runtime_env_vars())
         try:
-            ctx = ray.init(**kwargs)
+            if target is None:
+                with _loopback_node() as loopback:
+                    ctx = ray.init(**kwargs, **loopback)
+            else:
+                ctx = ray.init(**kwargs)
         except ConnectionError as exc:
             raise VoxrayError(f"cannot connect to Ray at {target!r}: {exc}",
                               hint="is the cluster up? (`ray status`), or drop --address to use an embedded Ray") from None
