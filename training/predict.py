@@ -85,23 +85,28 @@ class Predictor:
     `overrides` (window, overlap, batch, device, precision, tta) replace the card's `inference:` settings.
     """
 
-    def __init__(self, model: torch.nn.Module, card: dict, *, settings: InferenceSettings | None = None,
-                 **overrides: Any) -> None:
+    def __init__(self, model: torch.nn.Module | Sequence[torch.nn.Module], card: dict, *,
+                 settings: InferenceSettings | None = None, **overrides: Any) -> None:
         from voxray.preprocessing.transforms import TransformConfig
 
         self.card = card
         self.settings = settings or resolve_settings(card, **overrides)
-        self.model = model.to(self.settings.device).eval()
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        self.models = [m.to(self.settings.device).eval() for m in members]
+        """The network, or an ensemble's members (their probabilities are averaged: training/ensemble.py)."""
+        self.model = self.models[0]
         self.transform = TransformConfig.from_dict(card.get("preprocess") or {})
 
     @classmethod
     def from_registry(cls, path: str | Path, **overrides: Any) -> "Predictor":
-        """Load `<registry>/<name>[/<version>]` onto the resolved device (the card's, or `device=`)."""
-        from voxray.training.registry import load_model, read_card
+        """Load `<registry>/<name>[/<version>]` (one model or an ensemble's members) onto the resolved device (the
+        card's, or `device=`), as torch modules or onnxruntime sessions (`backend=`, default the card's)."""
+        from voxray.training.ensemble import load_networks
+        from voxray.training.registry import read_card
 
         settings = resolve_settings(read_card(path), **overrides)
-        model, card = load_model(path, settings.device)
-        return cls(model, card, settings=settings)
+        models, card = load_networks(path, settings)
+        return cls(models, card, settings=settings)
 
     @property
     def channels(self) -> list[str]:
@@ -124,6 +129,7 @@ class Predictor:
         if image.shape[0] != len(self.channels):
             raise InvalidInput(f"volume has {image.shape[0]} channels; the model takes {self.channels}")
         check_extent(image.shape[1:], volume.affine, self.settings.window, self.transform.spacing)
+        dtypes = (getattr(volume, "meta", None) or {}).get("dtypes") or ()
         volume = type(volume)(image=image, label=None, affine=volume.affine, channels=tuple(self.channels))
         try:
             pre = preprocess_volume(volume, self.transform)
@@ -147,10 +153,31 @@ class Predictor:
     def run(self, requests: Sequence[Request], progress: Progress | None = None) -> list[Inferred]:
         """Inference for several requests: requests of one TTA setting share forward passes — same-shape images
         through one window loop, different shapes (3D windows) window by window (`windows.predict_windows_mixed`).
+        An ensemble runs its members one after the other and averages their probabilities (`ensemble.combine`).
 
         Where the card says `restrict_to_nonzero`, voxels outside the image's nonzero region are certain
         background (as in validation) and have no TTA variance.
         """
+        s = self.settings
+        per_image = [_windows(tuple(r.image.shape), s.window, s.overlap) for r in requests]
+        total = sum(per_image) * len(self.models)
+        members = [self._run_model(model, requests, per_image, progress, k * sum(per_image), total)
+                   for k, model in enumerate(self.models)]
+        out = []
+        for i, req in enumerate(requests):
+            mirror = s.mirror if req.mirror is None else tuple(req.mirror)
+            if len(members) == 1:
+                logits, var = members[0][i]
+            else:
+                from voxray.training.ensemble import combine
+
+                logits, var = combine([m[i] for m in members], self.card["task"], req.variance)
+            out.append(self._restrict(Inferred(logits, var, len(members) * 2 ** len(mirror)), req.image))
+        return out
+
+    def _run_model(self, model: torch.nn.Module, requests: Sequence[Request], per_image: list[int],
+                   progress: Progress | None, done: int, total: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(logits, TTA variance or None) per request from one network; progress counts on from `done`."""
         from voxray.training.inference import predict_windows
         from voxray.training.windows import predict_windows_mixed
 
@@ -160,9 +187,7 @@ class Predictor:
             mirror = s.mirror if req.mirror is None else tuple(req.mirror)
             shape = tuple(req.image.shape) if len(s.window) == 2 else None  # 3D windows batch across shapes
             groups.setdefault((shape, mirror, req.variance and bool(mirror)), []).append(i)
-        per_image = [_windows(tuple(r.image.shape), s.window, s.overlap) for r in requests]
-        total, done = sum(per_image), 0
-        out: list[Inferred | None] = [None] * len(requests)
+        out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(requests)
         for key, idx in groups.items():
             _, mirror, variance = key
             for start in range(0, len(idx), SW_BATCH_CAP):
@@ -175,14 +200,14 @@ class Predictor:
                               variance_task=self.card["task"] if variance else None, progress=report)
                 images = [requests[i].image for i in part]
                 if len({tuple(img.shape) for img in images}) == 1:
-                    res = predict_windows(self.model, torch.stack(images), s.window, s.overlap, **kwargs)
+                    res = predict_windows(model, torch.stack(images), s.window, s.overlap, **kwargs)
                     results = [(res.logits[j], None if res.variance is None else res.variance[j])
                                for j in range(len(part))]
                 else:
                     results = [(r.logits, r.variance) for r in
-                               predict_windows_mixed(self.model, images, s.window, s.overlap, **kwargs)]
-                for i, (logits, var) in zip(part, results):
-                    out[i] = self._restrict(Inferred(logits, var, 2 ** len(mirror)), requests[i].image)
+                               predict_windows_mixed(model, images, s.window, s.overlap, **kwargs)]
+                for i, result in zip(part, results):
+                    out[i] = result
                 done += sum(per_image[i] for i in part)
         return out  # type: ignore[return-value]
 

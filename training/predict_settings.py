@@ -32,6 +32,8 @@ class InferenceSettings:
     device: torch.device
     precision: str
     mirror: tuple[int, ...] = ()
+    backend: str = "torch"
+    """torch, or onnxruntime (CPU; training/onnx_export.py)."""
     qa: str = "warn"
 
     @property
@@ -49,8 +51,9 @@ class InferenceSettings:
     def describe(self) -> str:
         """One line for the CLI: `window 32×32×32, overlap 0.25, 4 windows/forward, cpu fp32, TTA ×8 (axes 0,1,2)`."""
         tta = f"TTA ×{self.tta_members} (axes {','.join(map(str, self.mirror))})" if self.mirror else "no TTA"
+        runtime = "" if self.backend == "torch" else f" ({self.backend})"
         return (f"window {'×'.join(map(str, self.window))}, overlap {self.overlap:g}, {self.batch} windows/forward, "
-                f"{self.device} {self.effective_precision}, {tta}")
+                f"{self.device} {self.effective_precision}{runtime}, {tta}")
 
 
 def mirror_axes(tta: Any, dims: int) -> tuple[int, ...]:
@@ -103,7 +106,8 @@ def _check_window(card: Mapping[str, Any], window: tuple[int, ...], patch: tuple
 def resolve_settings(card: Mapping[str, Any], **overrides: Any) -> InferenceSettings:
     """Settings from `card["inference"]` (defaults for older cards) with the non-None `overrides` on top.
 
-    Overrides: window, overlap, batch, device, precision, tta (`none`, `mirror`, or a list of axes), qa (policy).
+    Overrides: window, overlap, batch, device, precision, tta (`none`, `mirror`, or a list of axes), qa (policy),
+    backend (`torch`, `onnxruntime`: device auto means the CPU).
     """
     from pydantic import ValidationError
 
@@ -119,8 +123,10 @@ def resolve_settings(card: Mapping[str, Any], **overrides: Any) -> InferenceSett
     patch = tuple(int(p) for p in card["patch"])
     window = tuple(spec.window) if spec.window else patch
     _check_window(card, window, patch)
-    return InferenceSettings(window=window, overlap=spec.overlap, batch=spec.batch, device=_device(spec.device),
-                             precision=spec.precision, mirror=mirror_axes(spec.tta, len(patch)), qa=spec.qa)
+    device = _device("cpu" if spec.backend == "onnxruntime" and spec.device == "auto" else spec.device)
+    return InferenceSettings(window=window, overlap=spec.overlap, batch=spec.batch, device=device,
+                             precision=spec.precision, mirror=mirror_axes(spec.tta, len(patch)), qa=spec.qa,
+                             backend=spec.backend)
 
 
 def inference_card(spec: Any) -> dict[str, Any]:

@@ -194,6 +194,7 @@ def export_model(model: Any, card: dict, registry_root: str | Path, name: str) -
     """Write `model`'s weights and `card` as the next version of `<registry_root>/<name>`; returns the version folder.
 
     `card` needs at least REQUIRED_KEYS (see docs/CONTRACTS.md "Registry"); name, version and created are set here.
+    `model` None writes a card-only version (an ensemble: training/ensemble.py).
     """
     from safetensors.torch import save_file
 
@@ -203,7 +204,8 @@ def export_model(model: Any, card: dict, registry_root: str | Path, name: str) -
     name_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=name_dir))
     try:
-        save_file(_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt", "name": name})
+        if model is not None:
+            save_file(_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt", "name": name})
         for _ in range(100):  # concurrent exporters: retry with the next free number
             version = (list_versions(name_dir) or [0])[-1] + 1
             full = _full_card(card, name, version)
@@ -240,8 +242,9 @@ def _export_remote(model: Any, card: dict, registry_root: str, name: str) -> str
     version = (list_versions(name_uri) or [0])[-1] + 1
     vuri = join(name_uri, str(version))
     with tempfile.TemporaryDirectory(prefix="voxray-export-") as tmp:
-        save_file(_state_dict(model), str(Path(tmp) / WEIGHTS), metadata={"format": "pt", "name": name})
-        storage.upload(Path(tmp) / WEIGHTS, join(vuri, WEIGHTS), changed_only=False)
+        if model is not None:
+            save_file(_state_dict(model), str(Path(tmp) / WEIGHTS), metadata={"format": "pt", "name": name})
+            storage.upload(Path(tmp) / WEIGHTS, join(vuri, WEIGHTS), changed_only=False)
         storage.write_bytes(join(vuri, CARD), yaml.safe_dump(_full_card(card, name, version), sort_keys=False).encode())
     log.info("exported %s version %d to %s", name, version, vuri)
     return vuri
@@ -278,6 +281,9 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict]:
 
     vdir = local_copy(resolve_version(path))
     card = read_card(vdir)
+    if card.get("ensemble"):
+        raise InvalidCard(f"{vdir} is an ensemble of {len(card['ensemble'].get('members') or [])} models, not one "
+                          f"network", hint="predict with it through voxray.training.predict.Predictor.from_registry")
     if not (vdir / WEIGHTS).is_file():
         raise ModelNotFound(f"{vdir} has a card but no {WEIGHTS}")
     model = build_from_card(card)

@@ -168,8 +168,13 @@ def _start_over_if_data_changed(rd: RunDir, data: dict) -> None:
 
 
 def run_train(job: Any) -> StageResult:
-    """Train `job.train`, export the best checkpoint, return run dir, model dir and validation metrics."""
+    """Train `job.train`, export the best checkpoint, return run dir, model dir and validation metrics
+    (`train.ensemble: folds`: every fold, then the ensemble entry: training/ensemble.py)."""
     spec = job.train
+    if spec.ensemble == "folds":
+        from voxray.training.ensemble import run_fold_ensemble
+
+        return run_fold_ensemble(job, run_train)
     rd = RunDir.of(spec.output, job.name)
     resolved = dump_job(job)
     store = open_store(spec.store)

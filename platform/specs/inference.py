@@ -41,6 +41,10 @@ class InferenceSpec(StrictModel):
     """Input QA against the card's training fingerprint (docs/serving.md "Input QA"): warn (report findings with
     the prediction), refuse (an input with warnings is refused: HTTP 422, CLI exit 4) or off (no checks)."""
 
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """Network runtime: torch (the model's own device and precision) or onnxruntime (CPU, fp32; needs `voxray export
+    --onnx` first and the exported window). Pre/postprocessing, windows and TTA are the same for both."""
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

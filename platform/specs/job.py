@@ -51,6 +51,9 @@ def _tune_metric_measured(train: TrainSpec | None, tune: TuneSpec | None) -> Non
     """A sweep ranked by a `val/` metric needs trials that validate."""
     if train is not None and tune is not None and train.validation.mode == "none" and tune.metric.startswith("val/"):
         raise ValueError(f"tune.metric {tune.metric!r} needs validation, but train.validation.mode is none")
+    if train is not None and tune is not None and train.ensemble != "none":
+        raise ValueError(f"train.ensemble {train.ensemble!r} trains every fold of one recipe; a sweep trains many "
+                         "recipes: tune first, then train the best spec with ensemble: folds")
 
 
 class TuneJob(_JobBase):

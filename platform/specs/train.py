@@ -223,8 +223,20 @@ class TrainSpec(StrictModel):
     """Model registry root; the best checkpoint is exported to <registry>/<job name>/<version>/."""
     export: bool = True
     """Export the best checkpoint to the registry at the end."""
+    ensemble: Literal["none", "folds"] = "none"
+    """folds: train one model per fold of `validation.folds` (fold k validates on its own held-out cases; run dirs
+    and registry entries `<name>-fold<k>`), then export the ensemble `<name>` whose card lists them; prediction
+    averages the members' probabilities. The summary reports each fold's and the mean validation metrics."""
     inference: InferenceSpec = InferenceSpec()
     """How the exported model predicts (window, overlap, batch, device, precision, TTA): copied into the card."""
+
+    @model_validator(mode="after")
+    def _ensemble_needs_folds(self) -> "TrainSpec":
+        v = self.validation
+        if self.ensemble == "folds" and (v.mode != "split" or v.split is not None):
+            raise ValueError(f"ensemble folds needs k-fold validation (validation.mode split, no validation.split); "
+                             f"got mode {v.mode!r}, split {list(v.split) if v.split else None}")
+        return self
 
     @model_validator(mode="after")
     def _checkpoint_metric_without_validation(self) -> "TrainSpec":

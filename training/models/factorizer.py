@@ -11,6 +11,9 @@ Export status (torch 2.13, CPU; tests/models/test_models_factorizer_train.py):
   first compile took 72–314 s on 2 busy cores, so it is not run in the test suite.
 - ``torch.jit.script`` does not work (``ChannelLayerNorm`` calls ``super().forward``; keyword-only signatures and
   shape unpacking are outside TorchScript). TorchScript is deprecated upstream: use trace or export.
+- ONNX (`voxray export --onnx`, training/onnx_export.py): the dynamo exporter works with a dynamic batch (max |Δ|
+  logits ~1e-6 in onnxruntime); the TorchScript exporter fails (``movedim(-1, 1)`` becomes a Transpose with a
+  negative perm that onnxruntime rejects).
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def sw_dematricize(m: torch.Tensor, shape: torch.Size, head_dim: int, window: in
     """Inverse of `sw_matricize`: un-rearrange each branch, roll the shifted one back, average the branches."""
     if not shifted:
         return dematricize(m, shape, head_dim, window)
-    m0, m1 = m.chunk(2, dim=0)
+    half = m.shape[0] // 2  # slices, not chunk(): chunk's size rule pins the batch in torch.export (ONNX)
+    m0, m1 = m[:half], m[half:]
     dims = tuple(range(2, len(shape)))
     x1 = torch.roll(dematricize(m1, shape, head_dim, window), shifts=(-(window // 2),) * len(dims), dims=dims)
     return (dematricize(m0, shape, head_dim, window) + x1) / 2
