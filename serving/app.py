@@ -116,7 +116,7 @@ async def read_files(request: Request, service: ModelService) -> dict[str, bytes
         finally:
             await form.close()
         return files
-    if ctype.startswith("application/octet-stream") or ctype.startswith("application/gzip"):
+    if ctype.startswith(("application/octet-stream", "application/gzip", "application/zip")):  # zip: DICOM
         return {"image": b"".join([chunk async for chunk in stream])}
     raise UploadError(415, f"unsupported content type {ctype or '(none)'!r}; send multipart/form-data "
                            "(one file per channel) or application/octet-stream (one 4D NIfTI)")

@@ -36,6 +36,8 @@ class ReplicaConfig:
     num_threads: int = 1
     max_batch_size: int = 4
     batch_wait_timeout_s: float = 0.05
+    dicom_series: dict | None = None
+    """DICOM series → channel regexes (serve.dicom_series); None = names and SeriesDescription words."""
 
 
 @serve.ingress()
@@ -48,7 +50,8 @@ class VoxrayModel:
         device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
         predictor = Predictor.from_registry(cfg.model_path, device=device, overlap=cfg.overlap,
                                               qa=cfg.qa)
-        self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digests, infer=self.infer)
+        self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digests, infer=self.infer,
+                                    series_rule=cfg.dicom_series)
         self.public_docs = cfg.public_docs
         self.infer_batch.set_max_batch_size(cfg.max_batch_size)
         self.infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)

@@ -162,7 +162,8 @@ def _by_description(series: Series, channels: Sequence[str], rule: Mapping[str, 
     ds = series.datasets[0]
     text = " ".join(str(ds.get(k) or "") for k in ("SeriesDescription", "ProtocolName")).strip()
     if rule:
-        hits = [c for c in channels if c in rule and re.search(rule[c], text)]
+        patterns = {canonical(k): v for k, v in rule.items()}  # keys may use aliases (t1ce for t1gd)
+        hits = [c for c in channels if canonical(c) in patterns and re.search(patterns[canonical(c)], text)]
         return hits[0] if len(hits) == 1 else None
     words = [w for w in re.split(r"[^A-Za-z0-9]+", text) if w]
     pairs = {canonical(a + b) for a, b in zip(words, words[1:])}  # "T1 GD" → t1gd, "T2 FLAIR" → flair

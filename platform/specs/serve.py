@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from voxray.platform.paths import is_loopback_host
 from voxray.platform.specs.common import ArtifactPath, StrictModel
@@ -80,9 +80,26 @@ class ServeSpec(StrictModel):
     public_docs: bool = False
     """`/docs` and `/openapi.json` answer without the key (by default they need it, like every route except
     `/healthz` and a detail-free `/readyz`)."""
+    dicom_series: dict[str, str] | None = None
+    """DICOM uploads: which series feeds which channel, as {channel: regex searched in "SeriesDescription
+    ProtocolName"}, e.g. {flair: "(?i)flair", t1gd: "(?i)t1.*(gd|post|\\+c)"}; null = a multipart field or zip
+    folder named after the channel, else the channel names (and aliases) as words of the SeriesDescription. A
+    one-channel model takes the one series."""
     limits: LimitsSpec = LimitsSpec()
     blocking: bool = True
     """`voxray run` waits (Ctrl-C stops serving); false returns once the app is up (pipelines, demos)."""
+
+    @field_validator("dicom_series")
+    @classmethod
+    def _regexes(cls, rule: dict[str, str] | None) -> dict[str, str] | None:
+        import re
+
+        for channel, pattern in (rule or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"dicom_series.{channel}: {pattern!r} is not a valid regex ({exc})") from None
+        return rule
 
     @model_validator(mode="after")
     def _auth_explicit(self) -> "ServeSpec":

@@ -101,7 +101,7 @@ def test_series_rule_from_the_spec(predictor, nifti, expected):
     with _client(predictor) as plain:
         r = plain.post("/v1/predict", headers=AUTH, files=upload)
     assert r.status_code == 422 and "no DICOM series for channel(s) ['flair', 't1gd']" in r.json()["detail"]
-    with _client(predictor, rule={"flair": r"SEQ 7$", "t1gd": r"SEQ 9$"}) as ruled:
+    with _client(predictor, rule={"flair": r"SEQ 7$", "t1ce": r"SEQ 9$"}) as ruled:  # t1ce: alias of t1gd
         r = ruled.post("/v1/predict", headers=AUTH, files=upload)
     assert r.status_code == 200, r.text
     assert np.array_equal(np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(r.content)).dataobj), expected)
@@ -136,3 +136,22 @@ def test_series_to_volume_equals_the_nifti(predictor, nifti, series, images):
     flip[2, 2], flip[2, 3] = -1, lefty["flair"].shape[2] - 1
     assert np.allclose(like.affine, lefty["flair"].affine @ flip, atol=1e-4)
     assert np.array_equal(volume.image[0], np.asarray(lefty["flair"].dataobj)[:, :, ::-1])
+
+
+def test_spec_rule_reaches_the_replica(tiny_model):
+    from pydantic import ValidationError
+
+    from voxray.platform.specs.serve import ServeSpec
+    from voxray.serving.runner import replica_config
+
+    rule = {"flair": r"SEQ 7$", "t1ce": r"SEQ 9$"}  # keys may be aliases of the card's channels
+    spec = ServeSpec(model=str(tiny_model.parent), api_key_env=None, allow_anonymous=True, dicom_series=rule)
+    assert replica_config(spec, host="127.0.0.1").dicom_series == rule
+    with pytest.raises(ValidationError, match=r"dicom_series.flair: '\(' is not a valid regex"):
+        ServeSpec(model=str(tiny_model.parent), dicom_series={"flair": "("})
+
+
+def test_raw_zip_body(client, series, expected):
+    r = client.post("/v1/predict", headers=AUTH | {"Content-Type": "application/zip"}, content=zip_study(series))
+    assert r.status_code == 200, r.text
+    assert np.array_equal(np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(r.content)).dataobj), expected)
