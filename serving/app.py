@@ -51,13 +51,18 @@ _UPLOAD_DOC = {
                 "type": "object",
                 "additionalProperties": {"type": "string", "format": "binary"},
                 "description": "One .nii/.nii.gz per channel, field name = channel (see GET /v1/model), "
-                               "or a single 4D NIfTI under any field name."}},
+                               "or a single 4D NIfTI under any field name; or DICOM: .dcm parts (a field per "
+                               "series, repeated per slice) or one zip of series (docs/serving.md, DICOM)."}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/zip": {"schema": {"type": "string", "format": "binary"},
+                                "description": "A zip of DICOM series, one per channel."},
         },
     },
-    "responses": {"200": {"content": {"application/gzip": {}, "application/zip": {}, "application/json": {}},
+    "responses": {"200": {"content": {"application/gzip": {}, "application/zip": {}, "application/json": {},
+                                      "application/dicom": {}},
                           "description": "mask .nii.gz in the input geometry; a zip with ?outputs=… beyond the "
-                                         "mask; JSON stats (volumes, lesions, uncertainty score) with ?format=json"}},
+                                         "mask; JSON stats (volumes, lesions, uncertainty score) with ?format=json; "
+                                         "a DICOM-SEG for DICOM input with Accept: application/dicom"}},
 }
 
 

@@ -32,9 +32,9 @@ def wants_dicom(accept: str | None) -> bool:
 
 
 def check_seg_request(files: Mapping[str, bytes], outputs: Sequence[str]) -> None:
-    """Refuse a DICOM-SEG request before any work: NIfTI input (406) or outputs beyond the mask (422)."""
+    """Refuse a DICOM-SEG request before any work (422): NIfTI input, or outputs beyond the mask."""
     if not is_dicom_upload(files):
-        raise UploadError(406, "a DICOM-SEG (Accept: application/dicom) needs DICOM input; this upload was NIfTI")
+        raise UploadError(422, "a DICOM-SEG (Accept: application/dicom) needs DICOM input; this upload was NIfTI")
     if tuple(outputs) != ("mask",):
         raise UploadError(422, f"a DICOM-SEG carries the mask only, not {', '.join(o for o in outputs if o != 'mask')}; "
                                "drop Accept: application/dicom or ?outputs")
@@ -44,7 +44,7 @@ def source_series(like: Any) -> list[Any]:
     """The reference series' datasets (slice order) that `dicom_in.decode_dicom` attached to the reference image."""
     datasets = getattr(like, "extra", {}).get(SOURCE_KEY)
     if not datasets:
-        raise UploadError(406, "a DICOM-SEG (Accept: application/dicom) needs DICOM input; this upload was NIfTI")
+        raise UploadError(422, "a DICOM-SEG (Accept: application/dicom) needs DICOM input; this upload was NIfTI")
     return datasets
 
 

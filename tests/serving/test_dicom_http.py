@@ -114,10 +114,10 @@ def test_zip_folders_name_channels(client, nifti, expected):
     assert np.array_equal(np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(r.content)).dataobj), expected)
 
 
-def test_nifti_upload_asking_for_dicom_seg_is_406(client, nifti):
+def test_nifti_upload_asking_for_dicom_seg_is_422(client, nifti):
     files = [(c, (f"{c}.nii", nifti[c].to_bytes(), "x")) for c in CHANNELS]
     r = client.post("/v1/predict", headers=AUTH | {"Accept": "application/dicom"}, files=files)
-    assert r.status_code == 406 and "needs DICOM input" in r.json()["detail"]
+    assert r.status_code == 422 and "needs DICOM input" in r.json()["detail"]
 
 
 def test_series_to_volume_equals_the_nifti(predictor, nifti, series, images):
