@@ -203,3 +203,27 @@ def test_tta_mixes_in_batches_and_cli_fetches_every_output(server, images, tmp_p
     assert code == 0
     shape = images["flair"].shape
     assert [nib.load(str(out[k])).shape for k in "mpu"] == [shape, (*shape, 3), (*shape, 2)]
+
+
+def test_dicom_study_to_dicom_seg_through_ray_serve(server, tiny_model):
+    """A zipped DICOM study through the real deployment: the DICOM-SEG holds the in-process NIfTI prediction."""
+    import io
+
+    import highdicom as hd
+
+    from voxray.serving.stats import class_masks
+
+    from _dicom import oblique_images, study, zip_study
+
+    _, http, _ = server
+    nifti = oblique_images(CHANNELS, seed=5)
+    series = study(nifti, {"flair": "AX FLAIR", "t1gd": "AX T1 GD"})
+    r = http.post("/v1/predict", headers=AUTH | {"Accept": "application/dicom"},
+                  files={"study": ("study.zip", zip_study(series), "application/zip")})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/dicom", r.text
+    predictor = Predictor.from_registry(tiny_model)
+    expected = class_masks(predictor.predict(volume_from_images(nifti, predictor.channels)), predictor.card)
+    seg = hd.seg.segread(io.BytesIO(r.content))
+    frames = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in series["flair"]], segment_numbers=[1, 2])
+    for n, on in enumerate(expected.values()):
+        assert np.array_equal(frames[..., n].transpose(2, 1, 0).astype(bool), on)
