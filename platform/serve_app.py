@@ -35,4 +35,5 @@ def build(args: dict[str, Any]) -> Any:
     auto = spec.autoscaling
     return build_deployment(replica_config(spec, host=None), min_replicas=auto.min_replicas,
                             max_replicas=auto.max_replicas, target_ongoing_requests=auto.target_ongoing_requests,
-                            max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus)
+                            max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus,
+                            drain_timeout_s=spec.drain_timeout_s)

@@ -87,8 +87,9 @@ class VoxrayModel:
 
 def build_deployment(cfg: ReplicaConfig, *, min_replicas: int = 1, max_replicas: int = 1,
                      target_ongoing_requests: float = 2.0, max_ongoing_requests: int | None = None,
-                     num_cpus: float = 1.0, name: str = "voxray-model") -> Any:
-    """A bound Serve application for `cfg` with autoscaling and per-replica resources."""
+                     num_cpus: float = 1.0, name: str = "voxray-model", drain_timeout_s: float = 120.0) -> Any:
+    """A bound Serve application for `cfg` with autoscaling and per-replica resources; a stopping replica finishes
+    the requests it holds for up to `drain_timeout_s` (checked every 0.5 s) before Ray kills it."""
     ongoing = max_ongoing_requests or 2 * cfg.max_batch_size
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     if cfg.use_gpu:
@@ -99,5 +100,6 @@ def build_deployment(cfg: ReplicaConfig, *, min_replicas: int = 1, max_replicas:
         scaling = {"autoscaling_config": {"min_replicas": min_replicas, "max_replicas": max_replicas,
                                           "target_ongoing_requests": target_ongoing_requests}}
     dep = serve.deployment(VoxrayModel, name=name, max_ongoing_requests=ongoing, ray_actor_options=actor,
-                           health_check_period_s=10, **scaling)
+                           health_check_period_s=10, graceful_shutdown_timeout_s=drain_timeout_s,
+                           graceful_shutdown_wait_loop_s=0.5, **scaling)
     return dep.bind(asdict(cfg))

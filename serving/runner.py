@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from typing import Any
 
@@ -42,17 +44,37 @@ def start_serving(spec: Any, app_name: str) -> str:
     auto = spec.autoscaling
     app = build_deployment(cfg, min_replicas=auto.min_replicas, max_replicas=auto.max_replicas,
                            target_ongoing_requests=auto.target_ongoing_requests,
-                           max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus)
+                           max_ongoing_requests=spec.max_ongoing_requests, num_cpus=spec.num_cpus,
+                           drain_timeout_s=spec.drain_timeout_s)
     serve.start(http_options={"host": spec.host, "port": spec.port})
     serve.run(app, name=app_name, route_prefix=spec.route_prefix, blocking=False)
     host = f"[{spec.host}]" if ":" in spec.host else spec.host
     return f"http://{host}:{spec.port}{spec.route_prefix.rstrip('/')}"
 
 
-def run_serve(job: Any) -> StageResult:
-    """Serve `job.serve`; blocks until Ctrl-C when `serve.blocking` (then shuts Serve down), else returns."""
+def stop_serving(app_name: str) -> None:
+    """Stop gracefully: delete the app first (blocks while its replicas finish the requests they hold, up to
+    `serve.drain_timeout_s`), then stop Serve's proxies and controller."""
     from ray import serve
 
+    try:
+        serve.delete(app_name)
+    finally:
+        serve.shutdown()
+
+
+def _sigterm_stops() -> None:
+    """SIGTERM (docker stop, Kubernetes, systemd) takes the same graceful path as Ctrl-C."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def run_serve(job: Any) -> StageResult:
+    """Serve `job.serve`; blocks until Ctrl-C or SIGTERM when `serve.blocking` (then drains in-flight requests and
+    shuts Serve down), else returns."""
     spec = job.serve
     card = read_card(spec.model)
     url = start_serving(spec, job.name)
@@ -66,10 +88,11 @@ def run_serve(job: Any) -> StageResult:
     _output.result(f"serving [bold]{card.get('name')}[/] v{card.get('version')} at {url}, viewer {url}/viewer/ "
                    "(Ctrl-C stops)")
     try:
+        _sigterm_stops()
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
-        log.info("stopping Serve")
+        log.info("stopping Serve: finishing requests in flight (up to %g s)", spec.drain_timeout_s)
     finally:
-        serve.shutdown()
+        stop_serving(job.name)
     return StageResult(kind="serve", summary=summary)

@@ -61,6 +61,10 @@ class ServeSpec(StrictModel):
     """How long a batch waits to fill."""
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     """Per-replica concurrency; null = 2 × max_batch_size (Ray's default of 5 would cap batches)."""
+    drain_timeout_s: float = Field(default=120.0, gt=0)
+    """Seconds a stopping replica (shutdown, redeploy, scale-down) keeps serving the requests it holds before it is
+    killed (Ray's default is 20 s). Size it to a full queue: max_ongoing_requests × one request's time (a BraTS-size
+    volume takes ~10 s on one CPU)."""
     num_cpus: float = Field(default=1.0, gt=0)
     """CPUs reserved per replica; also the replica's torch thread count (rounded up)."""
     use_gpu: bool = False
