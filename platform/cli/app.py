@@ -30,6 +30,7 @@ COMMANDS = [
     "voxray.platform.cli.cluster",
     "voxray.platform.cli.data",
     "voxray.platform.cli.models",
+    "voxray.platform.cli.export",
     "voxray.platform.cli.plan",
 ]
 

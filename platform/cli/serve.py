@@ -21,6 +21,9 @@ Examples:
   voxray predict --model registry/brats --input case_0001.nii.gz --out mask.nii.gz --tta mirror
       --probabilities probs.nii.gz --uncertainty entropy.nii.gz --batch 8 --device cuda
 
+  voxray predict --model registry/brats-cv --input case_0001.nii.gz --out mask.nii.gz --backend onnxruntime
+      (an ensemble entry from `voxray export --ensemble`, members run by onnxruntime after `export --onnx`)
+
   voxray predict --url http://127.0.0.1:8000 --input BraTS_001_flair.nii.gz ... --out mask.nii.gz --json
 """
 
@@ -64,6 +67,9 @@ def predict(
                                                   show_default=False)] = None,
     precision: Annotated[Optional[str], typer.Option(help=f"auto, fp32, bf16, fp16 (--model). {_SETTINGS}",
                                                      show_default=False)] = None,
+    backend: Annotated[Optional[str], typer.Option(
+        help=f"torch, or onnxruntime (CPU; after `voxray export --onnx`) (--model). {_SETTINGS}",
+        show_default=False)] = None,
     qa: Annotated[Optional[str], typer.Option(
         "--qa", help=f"Input QA against the training fingerprint: warn (report), refuse (exit 4 on a warning), off "
                      f"(--model). {_SETTINGS}", show_default=False)] = None,
@@ -85,11 +91,13 @@ def predict(
     files = {"mask": out, "probabilities": probabilities, "uncertainty": uncertainty}
     if model is not None:
         overrides = {"window": _window(window), "overlap": overlap, "batch": batch, "device": device,
-                     "precision": precision, "tta": None if tta is None else _tta(tta), "qa": qa}
+                     "precision": precision, "tta": None if tta is None else _tta(tta), "qa": qa,
+                     "backend": backend}
         summary = _predict_local(model, inputs, files, overrides, _dicom_options(series, dicom_seg, out))
     else:
         local_only = [f"--{k}" for k, v in {"window": window, "overlap": overlap, "batch": batch, "device": device,
-                                             "precision": precision, "qa": qa}.items() if v is not None]
+                                             "precision": precision, "qa": qa, "backend": backend}.items()
+                      if v is not None]
         if local_only:
             raise VoxrayError(f"{', '.join(local_only)} apply to --model only: a server uses its own settings")
         if series:
