@@ -11,7 +11,9 @@ speed does not depend on the weights); one replica, 1 CPU, 1 torch thread.
   paired per round (goal ≥ 1.5 on CPU). Beside it, the measured reason it can or cannot be met: the network's
   windows/s at 16 windows per pass ÷ at 4 (`forward_16_vs_4`; on the CPU requests share passes of the card's 4
   windows because a bigger pass is slower per window, so batching can only fill partial passes there).
-- latency under a fixed-rate load (open loop at half the batched throughput): p50, p99, errors (goal = 0).
+- latency under a fixed-rate load (open loop at half the batched throughput): p50, p99, errors (goal = 0), and the
+  replica's peak RSS during that load (psutil on the replica's PID, which its stats method reports, sampled every
+  50 ms) beside its RSS just before it.
 
 Run: `python benchmarks/serve.py [--quick] [--repeats N]` (full: ~20-30 min on 2 loaded cores).
 """
@@ -152,6 +154,31 @@ def fixed_rate(factory: Callable[[], Any], bodies: list[dict[str, bytes]], n: in
             "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1), "errors": errors}
 
 
+class RssSampler:
+    """Peak resident memory of one process (the replica) while the `with` block runs, sampled every `every_s`."""
+
+    def __init__(self, pid: int, every_s: float = 0.05) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.every_s = every_s
+        self.before_mb = self.peak_mb = self.proc.memory_info().rss / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak_mb = max(self.peak_mb, self.proc.memory_info().rss / 2**20)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def forward_rates(model_path: Path, sizes: tuple[int, ...], repeats: int) -> dict[int, Stat]:
     """The network's windows/s at each forward batch size on one thread (interleaved rounds)."""
     import torch
@@ -219,7 +246,11 @@ def run(args: argparse.Namespace, res: Results) -> None:
         stats = serve.get_deployment_handle("voxray-model", app_name="batched").stats.remote().result()
         res.value("batch_stats", {k: stats[k] for k in ("batches", "max_batch", "mean_batch")})
         rate = 0.5 * res.data["throughput_rps_batched"]
-        load = fixed_rate(mk(url_b), small_bodies, 8 if args.quick else 20, rate)
+        with RssSampler(stats["pid"]) as rss:  # the replica runs on this machine (embedded Ray)
+            load = fixed_rate(mk(url_b), small_bodies, 8 if args.quick else 20, rate)
+        res.value("replica_rss_mb", {"before_load": round(rss.before_mb, 1),
+                                     "peak_during_load": round(rss.peak_mb, 1)})
+        res.value("replica_peak_rss_mb", round(rss.peak_mb, 1))
         res.value("latency", load)
         res.value("errors", load["errors"])
         res.value("p50_ms", load["p50_ms"])
@@ -251,7 +282,7 @@ def main() -> int:
     d = res.data
     for key in ("http_overhead", "http_s", "in_process_s", "batching_gain", "throughput_rps_batched",
                 "throughput_rps_single", "forward_windows_per_s_batch4", "forward_windows_per_s_batch16",
-                "forward_16_vs_4", "errors", "p50_ms", "p99_ms", "batch_stats"):
+                "forward_16_vs_4", "errors", "p50_ms", "p99_ms", "replica_rss_mb", "batch_stats"):
         print(f"{key:<32} {d.get(key)}")
     return res.write()
 
