@@ -54,14 +54,17 @@ class ModelService:
         c = self.card
         return {k: c.get(k) for k in ("name", "version", "created", "channels", "labels", "label_encoding",
                                       "regions", "task", "spatial_dims", "patch", "metrics", "inference")} | {
-            "architecture": (c.get("model") or {}).get("name"), "qa_policy": self.predictor.settings.qa}
+            "architecture": (c.get("model") or {}).get("name"), "qa_policy": self.predictor.settings.qa,
+            "backend": self.predictor.settings.backend,
+            "ensemble": [f"{m['name']}/{m['version']}" for m in (c.get("ensemble") or {}).get("members") or []] or None}
 
     def request_cost(self, files: Mapping[str, bytes], outputs: Sequence[str] = ("mask",),
                      mirror: Sequence[int] = ()) -> int:
         """Estimated peak bytes of serving `files`, from their headers (see admission.decode_cost): logits, plus the
-        TTA mean/variance channels, probabilities and uncertainty maps when asked for, count as output channels."""
+        TTA mean/variance channels, probabilities and uncertainty maps when asked for, count as output channels; an
+        ensemble holds every member's logits (and variance) until they are combined."""
         k = int(self.card.get("out_channels") or 1)
-        channels = k * (2 if mirror and "uncertainty" in outputs else 1)
+        channels = k * (2 if mirror and "uncertainty" in outputs else 1) * len(self.predictor.models)
         channels += 2 * k * ("probabilities" in outputs) + 2 * ("uncertainty" in outputs)
         if is_dicom_upload(files):
             return dicom_cost(files, self.limits, channels, len(self.predictor.channels))

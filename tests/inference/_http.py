@@ -10,8 +10,9 @@ import nibabel as nib
 KEY = "inference-tests-key"
 
 
-def http_mask(predictor, path: Path, **params) -> tuple[nib.Nifti1Image, dict]:
-    """(mask image, response headers) of POST /v1/predict with the file at `path` as the only upload."""
+def http_mask(predictor, path: Path, **params) -> tuple[nib.Nifti1Image, dict, dict]:
+    """(mask image, response headers, GET /v1/model) of POST /v1/predict with the file at `path` as the only
+    upload."""
     from fastapi.testclient import TestClient
 
     from voxray.serving.app import build_app
@@ -23,5 +24,6 @@ def http_mask(predictor, path: Path, **params) -> tuple[nib.Nifti1Image, dict]:
     with TestClient(build_app(service)) as client:
         r = client.post("/v1/predict", headers={"Authorization": f"Bearer {KEY}"}, params=params,
                         files=[("image", (path.name, path.read_bytes(), "application/gzip"))])
+        info = client.get("/v1/model", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert r.status_code == 200, r.text
-    return nib.Nifti1Image.from_bytes(gzip.decompress(r.content)), dict(r.headers)
+    return nib.Nifti1Image.from_bytes(gzip.decompress(r.content)), dict(r.headers), info

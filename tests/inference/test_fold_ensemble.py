@@ -58,7 +58,8 @@ def test_two_fold_ensemble_trains_exports_and_predicts(tmp_path, monkeypatch):
     mask = nib.load(str(out))
     assert mask.shape == like.shape[:3] and np.allclose(mask.affine, like.affine)
     predictor = Predictor.from_registry(res.summary["model"], qa="off")
-    served, headers = http_mask(predictor, path)
+    served, headers, info = http_mask(predictor, path)
+    assert info["ensemble"] == ["cv-fold0/1", "cv-fold1/1"] and headers["x-voxray-tta-members"] == "2"
     assert np.array_equal(np.asarray(served.dataobj), np.asarray(mask.dataobj))
     raw = Predictor(predictor.models, {**predictor.card, "postprocess": None}, qa="off")
     probs = predict_images(raw, path, ("mask", "probabilities"))[0].probabilities

@@ -45,7 +45,8 @@ def test_unet_round_trip_predict_and_serve(tmp_path):
     onnx_pred, _ = predict_images(onnx_predictor, path, want)
     assert np.abs(onnx_pred.probabilities - torch_pred.probabilities).max() < TOL
     assert (onnx_pred.mask == torch_pred.mask).mean() > 0.999 and onnx_pred.mask.shape == like.shape[:3]
-    served, _ = http_mask(onnx_predictor, path)
+    served, _, info = http_mask(onnx_predictor, path)
+    assert info["backend"] == "onnxruntime"
     assert served.shape == like.shape[:3] and np.array_equal(np.asarray(served.dataobj), onnx_pred.mask)
     out = tmp_path / "mask.nii.gz"
     assert main(["predict", "--model", str(vdir), "--input", str(path), "--out", str(out),
