@@ -9,6 +9,11 @@
 - tta_cost: end-to-end with mirror TTA (8 members) ÷ without, on a 128×128×96 volume (info; nnU-Net's is ~8×).
 - outputs_cost: end-to-end with probabilities + uncertainty maps ÷ mask only, same volume (info).
   Both in the headline's clock (`_wall` and `_cpu` variants recorded).
+- ensemble_cost: end-to-end with a 2-member ensemble (same architecture, other weights) ÷ one model, same volume
+  (info; members run one after the other, so ~2× is the expectation).
+- onnx_forward_ratio: onnxruntime ÷ torch time for the network alone over the same windows (the small volume's) in
+  the same batches, interleaved paired rounds, CPU and wall (info; below 1 = onnxruntime faster), with the max
+  |Δ logits| of the export; onnx_end_to_end: end-to-end predict with `backend: onnxruntime` ÷ torch (info).
 - cli_wall_s: one `voxray predict` process (imports, model load, progress lines on stderr) at full size (info).
 
 Model: an untrained demo-size Swin Factorizer (widths 8-16-32-64, window 4, head_dim 4, mlp_ratio 2, 32³ patch;
@@ -36,7 +41,7 @@ FULL, SMALL = (240, 240, 155), (128, 128, 96)
 MODEL = {"name": "swin_factorizer", "widths": [8, 16, 32, 64], "window": 4, "head_dim": 4, "mlp_ratio": 2}
 
 
-def make_model(root: Path) -> Path:
+def make_model(root: Path, name: str = "demo", seed: int = 0) -> Path:
     import torch
 
     from voxray.preprocessing.transforms import TransformConfig
@@ -48,8 +53,8 @@ def make_model(root: Path) -> Path:
             "label_encoding": "index", "regions": {"ET": [3], "TC": [2, 3], "WT": [1, 2, 3]},
             "preprocess": TransformConfig().to_dict(), "restrict_to_nonzero": True, "metrics": {},
             "source": {"benchmark": "predict"}}
-    torch.manual_seed(0)
-    return export_model(build_from_card(card), card, root / "registry", "demo")
+    torch.manual_seed(seed)
+    return export_model(build_from_card(card), card, root / "registry", name)
 
 
 def make_volume(path: Path, shape: tuple[int, int, int]) -> Path:
@@ -94,6 +99,41 @@ def window_count(predictor, path: Path) -> tuple[int, list[int]]:
     prepared = predictor.prepare(volume_from_images(load_images(path), predictor.channels))
     grid = list(prepared.image.shape[1:])
     return count_windows(grid, predictor.settings.window, predictor.settings.overlap), grid
+
+
+def ensemble_and_onnx(res: Results, args: argparse.Namespace, root: Path, model: Path, small: Path,
+                      predictor) -> None:
+    """ensemble_cost (2 members ÷ 1), onnx_forward_ratio (same windows, same batches) and onnx_end_to_end."""
+    from voxray.training.ensemble import export_ensemble
+    from voxray.training.onnx_export import export_onnx
+    from voxray.training.predict import Predictor
+
+    ensemble = Predictor.from_registry(export_ensemble([model, make_model(root, "demo-b", seed=1)], "demo-ens"),
+                                       device="cpu")
+    started = time.perf_counter()
+    block = export_onnx(model)
+    res.value("onnx_export", {**block, "export_s": round(time.perf_counter() - started, 1)})
+    onnx = Predictor.from_registry(model, backend="onnxruntime")
+    windows, _ = window_count(predictor, small)
+    out = root / "o.nii.gz"
+    runs = interleave({"plain": lambda: end_to_end(predictor, small, out),
+                       "ensemble_2": lambda: end_to_end(ensemble, small, out),
+                       "onnx_end_to_end": lambda: end_to_end(onnx, small, out),
+                       "torch_windows": lambda: bare_forward(predictor, windows),
+                       "onnx_windows": lambda: bare_forward(onnx, windows)},
+                      args.tta_repeats, warmup=1, min_repeats=1, log=lambda line: print(line, flush=True))
+    res.rounds(runs)
+    res.value("onnx_windows", windows)
+    for kind in ("wall", "cpu"):
+        t = getattr(runs, kind)
+        res.stat(f"ensemble_cost_{kind}", paired(t["ensemble_2"], t["plain"]))
+        res.stat(f"onnx_forward_ratio_{kind}", paired(t["onnx_windows"], t["torch_windows"]))
+        res.stat(f"onnx_end_to_end_{kind}", paired(t["onnx_end_to_end"], t["plain"]))
+    t = getattr(runs, args.headline)
+    ens = res.stat("ensemble_cost", paired(t["ensemble_2"], t["plain"]))
+    ratio = res.stat("onnx_forward_ratio", paired(t["onnx_windows"], t["torch_windows"]))
+    print(f"2-member ensemble costs {ens:.2f}×; onnxruntime ÷ torch over {windows} windows {ratio:.2f} "
+          f"({args.headline}; {block['exporter']} exporter, max |Δ logits| {block['max_abs_diff']:.2g})", flush=True)
 
 
 def cli_run(model: Path, path: Path, out: Path) -> dict:
@@ -160,6 +200,7 @@ def main() -> int:
                            args.tta_repeats, warmup=0, min_repeats=1, log=lambda line: print(line, flush=True))
         res.rounds(costs)
         res.value("tta_shape", list(SMALL))
+        ensemble_and_onnx(res, args, root, model, small, predictor)
         res.stat("tta_plain_s", costs.wall["plain"])
         res.stat("tta_mirror_s", costs.wall["tta_mirror"])
         for kind in ("wall", "cpu"):
