@@ -32,6 +32,8 @@ class ReplicaConfig:
     overlap: float | None = None
     """Sliding-window overlap; None = the model card's `inference.overlap`."""
     qa: str | None = None
+    backend: str | None = None
+    """torch or onnxruntime (CPU, after `voxray export --onnx`); None = the model card's `inference.backend`."""
     """Input QA policy (warn, refuse, off); None = the model card's `inference.qa`."""
     num_threads: int = 1
     max_batch_size: int = 4
@@ -49,7 +51,7 @@ class VoxrayModel:
         torch.set_num_threads(max(1, cfg.num_threads))
         device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
         predictor = Predictor.from_registry(cfg.model_path, device=device, overlap=cfg.overlap,
-                                              qa=cfg.qa)
+                                              qa=cfg.qa, backend=cfg.backend)
         self.service = ModelService(predictor, Limits(**cfg.limits), cfg.key_digests, infer=self.infer,
                                     series_rule=cfg.dicom_series)
         self.public_docs = cfg.public_docs

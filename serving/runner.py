@@ -29,7 +29,7 @@ def replica_config(spec: Any, host: str | None = None) -> Any:
     return ReplicaConfig(model_path=str(resolve_version(spec.model)), key_digests=digests,
                          public_docs=spec.public_docs,
                          limits=asdict(Limits.from_spec(spec.limits)), use_gpu=spec.use_gpu, overlap=spec.sw_overlap,
-                         qa=spec.qa,
+                         qa=spec.qa, backend=spec.backend,
                          num_threads=max(1, math.ceil(spec.num_cpus)), max_batch_size=spec.max_batch_size,
                          batch_wait_timeout_s=spec.batch_wait_timeout_s, dicom_series=spec.dicom_series)
 

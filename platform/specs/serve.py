@@ -75,6 +75,9 @@ class ServeSpec(StrictModel):
     qa: Literal["warn", "refuse", "off"] | None = None
     """Input QA against the model's training fingerprint: warn (findings in the `qa` block / `X-Voxray-QA`
     header), refuse (HTTP 422 naming the findings), off; null = the model card's `inference.qa` (warn)."""
+    backend: Literal["torch", "onnxruntime"] | None = None
+    """Network runtime of every replica: torch, or onnxruntime (CPU; needs `voxray export --onnx` of the model, or
+    of each ensemble member, and is refused with `use_gpu`); null = the model card's `inference.backend`."""
     api_key_env: str | None = "VOXRAY_API_KEY"
     """Env var holding the bearer API key (several comma-separated keys allow rotation); null = no key, which
     needs `allow_anonymous: true` and a loopback host."""
@@ -107,6 +110,8 @@ class ServeSpec(StrictModel):
 
     @model_validator(mode="after")
     def _auth_explicit(self) -> "ServeSpec":
+        if self.backend == "onnxruntime" and self.use_gpu:
+            raise ValueError("backend onnxruntime runs on the CPU: set use_gpu: false, or backend: torch")
         if self.api_key_env is None and not self.allow_anonymous:
             raise ValueError("api_key_env is null but allow_anonymous is false: name an env var holding the API key, "
                              "or set allow_anonymous: true (loopback host only)")

@@ -74,3 +74,26 @@ def test_ensemble_members_must_agree_and_are_not_one_network(tmp_path):
     elsewhere = _members(tmp_path / "reg2", "labels", n=1)
     with pytest.raises(InvalidCard, match="must live in the registry"):
         export_ensemble([members[0], elsewhere[0]], "mixed", tmp_path / "reg")
+
+
+def test_cli_export_ensemble_and_serve_spec_backend(tmp_path):
+    from voxray.platform.cli.app import main
+    from voxray.platform.specs.loader import validate_job
+    from voxray.platform.errors import SpecError
+    from voxray.serving.runner import replica_config
+
+    members = _members(tmp_path / "reg", "labels")
+    assert main(["export", *map(str, members), "--ensemble", "cli-ens"]) == 0
+    assert [m["name"] for m in read_card(tmp_path / "reg" / "cli-ens")["ensemble"]["members"]] == ["ens-fold0",
+                                                                                                   "ens-fold1"]
+    assert main(["export", str(members[0])]) == 1  # nothing asked: an error, not a silent no-op
+    serve = {"model": str(tmp_path / "reg" / "cli-ens"), "api_key_env": None, "allow_anonymous": True,
+             "backend": "onnxruntime"}
+    job = validate_job({"kind": "serve", "name": "s", "serve": serve})
+    assert replica_config(job.serve, host="127.0.0.1").backend == "onnxruntime"
+    with pytest.raises(SpecError, match="runs on the CPU"):
+        validate_job({"kind": "serve", "name": "s", "serve": {**serve, "use_gpu": True}})
+    train = {"store": "s.zarr", "ensemble": "folds", "validation": {"folds": 2}}
+    with pytest.raises(SpecError, match="tune first"):
+        validate_job({"kind": "tune", "name": "t", "train": train, "tune": {"space": {
+            "train.optimizer.lr": {"loguniform": [1e-4, 1e-3]}}}})
