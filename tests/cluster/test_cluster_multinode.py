@@ -21,8 +21,12 @@ CONVERT_TASK_WORDS = ("Map(prepare)", "Write")
 
 
 def voxray(cluster, *args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*VOXRAY, *args], env=env or cluster.env, capture_output=True, text=True,
-                          timeout=timeout, cwd=cluster.root)
+    try:
+        return subprocess.run([*VOXRAY, *args], env=env or cluster.env, capture_output=True, text=True,
+                              timeout=timeout, cwd=cluster.root)
+    except subprocess.TimeoutExpired as exc:  # say what the job was doing, not only that it ran out of time
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        raise AssertionError(f"voxray {args[0]} ran past {timeout} s; its output ended with:\n{out[-6000:]}") from None
 
 
 def status_json(cluster, job_id: str) -> dict:
@@ -254,3 +258,89 @@ def test_worker_node_dies_mid_preprocessing(ray_cluster, s3_server, big_dataset,
     assert state == "SUCCEEDED", "\n".join(info["logs_tail"])
     assert node_b_id not in {n["node_id"] for n in ray_cluster.alive_nodes()}
     assert_store_complete(store, 8)
+
+
+def sweep_job(tmp: Path, name: str, bucket: str) -> Path:
+    """A 2-trial sweep whose trials each need 0.91 CPU (driver 0.01 + one 0.9-CPU Train worker): with one CPU per node
+    they can only run at the same time by running on both nodes. Dataset, store, checkpoints, Tune state and registry are all on S3."""
+    job = tmp / f"{name}.yaml"
+    job.write_text(f"""kind: pipeline
+name: {name}
+preprocess:
+  dataset: {{layout: msd_brats, root: {bucket}/data/msd}}
+  store: {bucket}/work/brats.zarr
+  chunk: [16, 16, 16]
+  max_cases: 4
+  memory_per_case_mb: 256
+train:
+  task: labels
+  model: {{name: unet_depth, depth: 2, base_channels: 4}}
+  patch: [16, 16]
+  batch_size: 2
+  steps: 40
+  schedule: {{name: constant}}
+  sampling: {{loader_workers: 0, slice_mode: most_populated}}
+  augment: {{enabled: false}}
+  validation: {{every: 20, folds: 2, max_cases: 1}}
+  checkpoint: {{every: 20, keep: 1}}
+  scaling: {{num_workers: 1, cpus_per_worker: 0.9}}
+  tracking: {{mlflow: false}}
+  output: {bucket}/runs
+  registry: {bucket}/registry
+tune:
+  space: {{train.optimizer.lr: {{grid: [1.0e-3, 1.0e-2]}}}}
+  num_samples: 1
+  max_concurrent: 2
+  search: grid
+  metric: val/dice_mean
+  mode: max
+  scheduler: {{name: fifo}}
+  output: {bucket}/tune
+""")
+    return job
+
+
+def _trial_spans(fs, sweep: str) -> list[tuple[float, float]]:
+    """(start, end) wall time of each trial from Tune's own result.json lines on S3."""
+    spans = []
+    for path in fs.glob(f"{sweep.split('://')[1]}/experiment/*/result.json"):
+        rows = [json.loads(line) for line in fs.cat(path).decode().splitlines() if line.strip()]
+        first, last = rows[0], rows[-1]
+        spans.append((first["timestamp"] - first["time_this_iter_s"], last["timestamp"]))
+    return spans
+
+
+def test_sweep_trials_run_concurrently_on_both_nodes(ray_cluster, s3_server, dataset, tmp_path):
+    """A submitted sweep on the share-nothing layout: its two trials' Train workers run on different nodes at the
+    same time, each trial checkpoints to S3, and the results table and best model land on S3."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from voxray.training.registry import list_versions, read_card
+
+    bucket = f"s3://{s3_server.create_bucket()}"
+    fs, path = fsspec.core.url_to_fs(f"{bucket}/data/msd")
+    fs.put(str(dataset) + "/", path, recursive=True)
+    job = sweep_job(tmp_path, "mn-sweep", bucket)
+    env = {**ray_cluster.env, **{k: os.environ[k] for k in S3_ENV}}
+    env_args = [a for name in S3_ENV for a in ("--env-var", name)]
+    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, "--follow", *env_args,
+                  env=env, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    info = status_json(ray_cluster, job_id_of(proc.stdout))
+    assert info["state"] == "SUCCEEDED", "\n".join(info["logs_tail"])
+    workers = [a for a in ray_cluster.actors(info["ray_job_id"]) if "TrainWorker" in a.get("class_name", "")]
+    sweep = f"{bucket}/tune/mn-sweep"
+    fs.invalidate_cache()
+    (a0, a1), (b0, b1) = sorted(_trial_spans(fs, sweep))
+    where = [(a["node_id"][:8], a.get("pid")) for a in workers]
+    assert b0 < a1, f"trials did not overlap in time: {a0:.1f}–{a1:.1f} and {b0:.1f}–{b1:.1f}; workers {where}"
+    assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, where  # one trial per node
+    bare = sweep.split("://")[1]
+    assert len({p.split("/trials/")[1].split("/")[0] for p in fs.glob(f"{bare}/trials/*/ray/*/checkpoint_*/state.pt")}) == 2
+    with fs.open(f"{bare}/tune_results.parquet", "rb") as f:
+        table = pq.read_table(f)
+    assert table.num_rows == 2 and set(table.column("status").to_pylist()) == {"TERMINATED"}
+    assert list_versions(f"{bucket}/registry/mn-sweep") == [1]
+    assert read_card(f"{bucket}/registry/mn-sweep")["source"]["tune_dir"] == sweep
+    assert not list(ray_cluster.root.rglob("*.zarr"))  # no node wrote a store to its disk
