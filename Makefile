@@ -31,7 +31,8 @@ bench: $(STAMP)
 
 # Optional peers for benchmarks/store.py (nnU-Net v2.8.1, run for real) in their own venv: torch pinned first, then
 # nnU-Net and its own packages without their dependency lists (they would pull timm, torchvision, CUDA wheels), then
-# only the runtime dependencies its conversion, load_case, crop_and_pad_nd and data loader import.
+# only the runtime dependencies its conversion, load_case, crop_and_pad_nd, data loader, trainer and predictor import
+# (benchmarks/quality.py trains and predicts with it).
 PEERS := .venv-peers
 PEER_STAMP := $(PEERS)/.install.stamp
 $(PEER_STAMP): Makefile
@@ -40,9 +41,9 @@ $(PEER_STAMP): Makefile
 	$(PEERS)/bin/python -m pip install --quiet --no-deps nnunetv2==2.8.1 dynamic-network-architectures==0.4.4 \
 		acvl-utils==0.2.6 batchgenerators==0.25.5 batchgeneratorsv2==0.3.6
 	$(PEERS)/bin/python -m pip install --quiet numpy blosc2 SimpleITK nibabel scipy scikit-image pandas tqdm \
-		threadpoolctl
+		threadpoolctl connected-components-3d matplotlib seaborn scikit-learn
 	$(PEERS)/bin/python -c "import importlib.util as u, sys; bad = [m for m in ('torchvision', 'timm') if u.find_spec(m)]; sys.exit(f'peer venv has {bad}' if bad else 0)"
-	$(PEERS)/bin/python -c "import nnunetv2.experiment_planning.plan_and_preprocess_api, nnunetv2.training.dataloading.data_loader"
+	$(PEERS)/bin/python -c "import nnunetv2.experiment_planning.plan_and_preprocess_api, nnunetv2.training.dataloading.data_loader, nnunetv2.training.nnUNetTrainer.nnUNetTrainer, nnunetv2.inference.predict_from_raw_data"
 	touch $(PEER_STAMP)
 
 bench-peers: $(PEER_STAMP)

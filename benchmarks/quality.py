@@ -8,13 +8,17 @@ slices (anisotropic). Per dataset:
 - hand-written: the seed recipe of `benchmarks/learning.py` for that layout (the demo-size Swin Factorizer for
   BraTS, a small 3D U-Net for IBSR18), preprocess defaults, steps = budget × 90 % / its measured step time;
 - planned: `voxray plan --hours budget` (model auto, `--memory-gb`), its own preprocess and recipe unchanged.
-Both recipes validate once at the end on the same fold (4 folds, fold 0, same seed and case ids → same cases).
+- nnU-Net v2 (when `make bench-peers` installed it in .venv-peers; never in voxray's venv): its own planning,
+  preprocessing, trainer and predictor on the CPU, iterations fitted to the same budget (quality_nnunet.py,
+  _nnunet_train_peer.py), its exported masks scored here with voxray's Dice/HD95; without the venv the row says so.
+Every arm trains once per seed (`--seeds`, default 2), interleaved, on the seed's split (4 folds, fold 0: the same
+3 validation cases for every arm of a seed), and the figures are the means over seeds: with 3 validation cases one
+run's mean Dice moves by a few hundredths between seeds.
 The budget is CPU-seconds: training runs on one torch thread and steps are timed by CPU time (`time_step`), so
 other processes on a shared machine change the wall time, not the work; both are reported.
-nnU-Net v2 runs from its own venv only (`make bench-peers`, never voxray's): without it the row says "peer not
-installed"; with it, the row names the version and says that training it under this budget is not driven here.
 
-Usage: python benchmarks/quality.py [--quick] [--minutes M] [--cases N] [--only msd_brats,ibsr18_5mm]
+Usage: python benchmarks/quality.py [--quick] [--minutes M] [--cases N] [--seeds S] [--only msd_brats,ibsr18_5mm]
+       [--no-nnunet] [--out PATH]
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def _steps_for(train: dict, store: str, budget: float) -> tuple[int, float]:
 
 
 def hand_written(tmp: Path, key: str, root: Path, budget: float) -> dict:
+    """The seed recipe of benchmarks/learning.py for this layout, its steps from the budget (trained per seed later)."""
     import learning
 
     layout = DATASETS[key]["layout"]
@@ -96,11 +101,11 @@ def hand_written(tmp: Path, key: str, root: Path, budget: float) -> dict:
     train = {"store": store, "task": r["task"], "model": r["model"], "patch": r["patch"], "batch_size": 2,
              "optimizer": {"lr": r["lr"]}, "schedule": {"name": "warmup_cosine", "warmup_steps": 10}}
     steps, step_s = _steps_for(train, store, budget)
-    out = _train(tmp, f"hand-{key.replace('_', '-')}", {**train, **_train_common(tmp, steps)})
-    return {**out, "step_seconds": round(step_s, 3), "store": store}
+    return {"name": f"hand-{key}", "train": train, "steps": steps, "step_seconds": round(step_s, 3), "store": store}
 
 
 def planned(tmp: Path, key: str, root: Path, budget: float, memory_gb: float) -> dict:
+    """`voxray plan`'s job for this dataset: planned once, its own preprocess, trained per seed later."""
     from voxray.training.plan.fingerprint import fingerprint_for
     from voxray.training.plan.recipe import PlanOptions, make_plan
 
@@ -112,10 +117,46 @@ def planned(tmp: Path, key: str, root: Path, budget: float, memory_gb: float) ->
     (tmp / f"plan-{key}.yaml").write_text(plan.yaml())
     store = _preprocess(tmp, f"plan-{key}", plan.job["preprocess"])
     train = {k: v for k, v in plan.job["train"].items() if k not in ("validation", "checkpoint", "scaling", "steps")}
-    out = _train(tmp, f"plan-{key.replace('_', '-')}",
-                 {**train, "store": store, **_train_common(tmp, plan.job["train"]["steps"])})
-    return {**out, "plan_seconds": round(plan_seconds, 1), "step_seconds": round(plan.details["step_seconds"], 3),
+    return {"name": f"plan-{key}", "train": {**train, "store": store}, "steps": plan.job["train"]["steps"],
+            "plan_seconds": round(plan_seconds, 1), "step_seconds": round(plan.details["step_seconds"], 3),
             "resampling": plan.job["preprocess"]["resampling"]["scheme"], "yaml": plan.yaml()}
+
+
+def train_seeds(tmp: Path, arms: dict[str, dict], seeds: list[int]) -> dict[str, dict]:
+    """Train every arm once per seed, interleaved (seed 0: hand, plan, nnU-Net; seed 1: …) so a change in machine
+    load over the run falls on every arm alike. A seed sets the split (the same for every arm), init and sampling.
+    An arm is a voxray recipe (`train`, `steps`) or a peer (`peer.run(seed)`)."""
+    runs: dict[str, list[dict]] = {k: [] for k in arms}
+    for seed in seeds:
+        for key, arm in arms.items():
+            if "peer" in arm:
+                out = arm["peer"].run(seed)
+            else:
+                name = f"{arm['name']}-s{seed}".replace("_", "-")
+                out = _train(tmp, name, {**arm["train"], **_train_common(tmp, arm["steps"]), "seed": seed})
+            runs[key].append({"seed": seed, **out})
+    result = {}
+    for key, arm in arms.items():
+        same = ("steps", "patch", "batch_size", "model", "plan")
+        first = runs[key][0]
+        result[key] = {**{k: v for k, v in arm.items() if k not in ("train", "name", "store", "peer")},
+                       "rows": mean_rows([r["rows"] for r in runs[key]]),
+                       **{k: first[k] for k in same if k in first},
+                       "wall_seconds": round(sum(r["wall_seconds"] for r in runs[key]) / len(seeds), 1),
+                       "cpu_seconds": round(sum(r["cpu_seconds"] for r in runs[key]) / len(seeds), 1),
+                       "seeds": [{k: v for k, v in r.items() if k not in same} for r in runs[key]]}
+    return result
+
+
+def mean_rows(per_seed: list[list[dict]]) -> list[dict]:
+    """Per-output means over seeds of model Dice, baseline Dice, gain and HD95 (rows matched by output name)."""
+    out = []
+    for row in per_seed[0]:
+        same = [next(r for r in rows if r["output"] == row["output"]) for rows in per_seed]
+        mean = {k: round(sum(r[k] for r in same) / len(same), 4)
+                for k in ("model_dice", "baseline_dice", "gain", "hd95") if k in row}
+        out.append({"output": row["output"], **mean})
+    return out
 
 
 def baseline(store: str, budget_row: dict) -> dict:
@@ -133,29 +174,40 @@ def baseline(store: str, budget_row: dict) -> dict:
             "wall_seconds": round(time.perf_counter() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1)}
 
 
-def nnunet_peer() -> dict:
-    """nnU-Net v2 lives in its own venv (`make bench-peers`, see peers.py); never in voxray's."""
+def nnunet_arm(tmp: Path, key: str, root: Path, store: str, budget: float) -> dict:
+    """nnU-Net v2 from its own venv (`make bench-peers`, see quality_nnunet.py): an arm when installed, else a row
+    that says why it is missing."""
     import peers
+    import quality_nnunet
 
     if peers.peer_python() is None:
         return {"status": peers.NOT_INSTALLED, "why": "no .venv-peers with nnunetv2 (make bench-peers)"}
-    return {"status": "installed, not run", "version": peers.peer_version(),
-            "why": "the peer protocol (benchmarks/_nnunet_peer.py) plans, preprocesses and reads patches; training "
-                   "nnU-Net under this CPU budget and scoring it on the same fold is not part of it"}
+    peer = quality_nnunet.NnUNetArm(tmp, key, DATASETS[key]["layout"], root, store, learning_task(key), FOLDS,
+                                    budget, 901 + list(DATASETS).index(key))
+    return {"status": "run", "version": peer.version, "peer": peer}
 
 
-def run_dataset(tmp: Path, key: str, cases: int, budget: float, memory_gb: float, difficulty: int) -> dict:
+def run_dataset(tmp: Path, key: str, cases: int, budget: float, memory_gb: float, difficulty: int,
+                seeds: list[int], with_nnunet: bool = True) -> dict:
     from voxray.preprocessing.synth import synth_dataset
 
     d = DATASETS[key]
     root = synth_dataset(d["layout"], tmp / "data" / key, cases=cases, seed=0, shape=d["shape"],
                          difficulty=difficulty, spacing=d["spacing"])
     hand = hand_written(tmp, key, root, budget)
-    plan = planned(tmp, key, root, budget, memory_gb)
-    hand["task"] = plan["task"] = learning_task(key)
-    base = baseline(hand.pop("store"), hand)
-    return {"dataset": key, "cases": cases, "budget_seconds": budget, "baseline": base, "hand_written": hand,
-            "planned": plan, "nnunet": nnunet_peer()}
+    store = hand["store"]
+    arms = {"hand_written": hand, "planned": planned(tmp, key, root, budget, memory_gb)}
+    nnunet = nnunet_arm(tmp, key, root, store, budget) if with_nnunet else {"status": "not run (--no-nnunet)"}
+    if "peer" in nnunet:
+        arms["nnunet"] = nnunet
+    arms = train_seeds(tmp, arms, seeds)
+    for arm in arms.values():
+        arm["task"] = learning_task(key)
+    if "nnunet" in arms:
+        arms["nnunet"]["preprocess"] = nnunet["peer"].preprocess
+    base = baseline(store, arms["hand_written"])
+    return {"dataset": key, "cases": cases, "budget_seconds": budget, "seeds": seeds, "baseline": base,
+            "nnunet": nnunet, **arms}
 
 
 def learning_task(key: str) -> str:
@@ -166,19 +218,29 @@ def learning_task(key: str) -> str:
 
 def _print(result: dict) -> None:
     hand, plan, base = result["hand_written"], result["planned"], result["baseline"]
-    print(f"\n{result['dataset']}: {result['cases']} cases, {result['budget_seconds']:.0f} s training budget per recipe")
+    print(f"\n{result['dataset']}: {result['cases']} cases, {result['budget_seconds']:.0f} s training budget per recipe, "
+          f"means over seeds {result['seeds']}")
     print(f"  hand-written: {hand['model']['name']} patch {hand['patch']} × {hand['batch_size']}, {hand['steps']} steps, "
           f"{hand['wall_seconds']} s wall / {hand['cpu_seconds']} s CPU")
     print(f"  planned:      {plan['model']['name']} patch {plan['patch']} × {plan['batch_size']}, {plan['steps']} steps, "
           f"{plan['resampling']}, {plan['wall_seconds']} s wall / {plan['cpu_seconds']} s CPU "
           f"(+{plan['plan_seconds']} s planning)")
-    print(f"  {'output':<16}{'baseline':>10}{'hand':>10}{'planned':>10}{'hd95 hand':>11}{'hd95 plan':>11}")
-    planned_rows = {r["output"]: r for r in plan["rows"]}
+    nn = result["nnunet"]
+    if "rows" in nn:
+        t = nn["seeds"][0]["train"]
+        print(f"  nnU-Net v{nn['version']}: {nn['plan']['network']} {nn['plan']['features']} patch "
+              f"{nn['plan']['patch']} × {nn['plan']['batch_size']}, {t['iterations']} iterations "
+              f"({t['step_seconds']:.3g} s each), {nn['wall_seconds']} s wall / {nn['cpu_seconds']} s CPU")
+    arms = {"hand": hand["rows"], "planned": plan["rows"], **({"nnU-Net": nn["rows"]} if "rows" in nn else {})}
+    print(f"  {'output':<16}{'baseline':>10}" + "".join(f"{a:>10}" for a in arms)
+          + "".join(f"{'hd95 ' + a:>14}" for a in arms))
     for row in hand["rows"]:
-        p = planned_rows.get(row["output"], {})
-        print(f"  {row['output']:<16}{row['baseline_dice']:>10.4f}{row['model_dice']:>10.4f}"
-              f"{p.get('model_dice', float('nan')):>10.4f}{row['hd95']:>11.2f}{p.get('hd95', float('nan')):>11.2f}")
-    print(f"  nnU-Net v2: {result['nnunet']['status']}")
+        got = [next((r for r in rows if r["output"] == row["output"]), {}) for rows in arms.values()]
+        print(f"  {row['output']:<16}{row['baseline_dice']:>10.4f}"
+              + "".join(f"{g.get('model_dice', float('nan')):>10.4f}" for g in got)
+              + "".join(f"{g.get('hd95', float('nan')):>14.2f}" for g in got))
+    if "rows" not in nn:
+        print(f"  nnU-Net v2: {nn['status']}")
 
 
 def main() -> None:
@@ -189,6 +251,11 @@ def main() -> None:
     p.add_argument("--memory-gb", type=float, default=2.0, help="memory budget handed to voxray plan")
     p.add_argument("--difficulty", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated datasets: " + ", ".join(DATASETS))
+    p.add_argument("--update", action="store_true", help="keep the other datasets' results already in the JSON")
+    p.add_argument("--no-nnunet", action="store_true", help="skip the nnU-Net arm even when .venv-peers has it")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default results/quality[_quick].json)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds per recipe, interleaved; figures are "
+                                                            "their means (default 2, quick 1)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -201,14 +268,21 @@ def main() -> None:
     budget = 60 * (args.minutes or (1.0 if args.quick else 4.0))
     cases = args.cases or (8 if args.quick else 12)
     keys = [k for k in args.only.split(",") if k] or list(DATASETS)
+    seeds = list(range(args.seeds or (1 if args.quick else 2)))
     results = []
     with tempfile.TemporaryDirectory() as tmp, ray_runtime(RaySpec(num_cpus=2)):
         for key in keys:
-            results.append(run_dataset(Path(tmp), key, cases, budget, args.memory_gb, args.difficulty))
+            results.append(run_dataset(Path(tmp), key, cases, budget, args.memory_gb, args.difficulty, seeds,
+                                       not args.no_nnunet))
+            results[-1].update(load_avg=os.getloadavg(), finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
             _print(results[-1])
+    out = args.out or HERE / "results" / ("quality_quick.json" if args.quick else "quality.json")
+    if args.update and out.is_file():  # other datasets keep their figures from an earlier run (each says when)
+        done = {r["dataset"] for r in results}
+        results += [r for r in json.loads(out.read_text())["results"] if r["dataset"] not in done]
+        results.sort(key=lambda r: list(DATASETS).index(r["dataset"]))
     payload = {"mode": "quick" if args.quick else "full", "difficulty": args.difficulty, "budget_seconds": budget,
-               "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(), "results": results}
-    out = HERE / "results" / ("quality_quick.json" if args.quick else "quality.json")
+               "torch_threads": torch.get_num_threads(), "results": results}
     out.write_text(json.dumps(payload, indent=1, default=str))
     print(f"\nwrote {out}")
 
