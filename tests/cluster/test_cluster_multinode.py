@@ -92,10 +92,9 @@ S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS
 SERVE_KEY_ENV = "VOXRAY_TEST_MN_SERVE_KEY"
 
 
-def share_nothing_job(tmp: Path, name: str, bucket: str, port: int) -> Path:
-    """A pipeline whose every artefact path (dataset included) is on S3: no node reads another's disk."""
-    job = tmp / f"{name}.yaml"
-    job.write_text(f"""kind: pipeline
+def s3_pipeline_head(name: str, bucket: str) -> str:
+    """The start of a pipeline that reads the dataset from S3 and writes its store there (4 cases)."""
+    return f"""kind: pipeline
 name: {name}
 preprocess:
   dataset: {{layout: msd_brats, root: {bucket}/data/msd}}
@@ -103,7 +102,13 @@ preprocess:
   chunk: [16, 16, 16]
   max_cases: 4
   memory_per_case_mb: 256
-train:
+"""
+
+
+def share_nothing_job(tmp: Path, name: str, bucket: str, port: int) -> Path:
+    """A pipeline whose every artefact path (dataset included) is on S3: no node reads another's disk."""
+    job = tmp / f"{name}.yaml"
+    job.write_text(s3_pipeline_head(name, bucket) + f"""train:
   task: brats_regions
   model: {{name: unet, channels: [8, 16], num_res_units: 1}}
   patch: [16, 16, 16]
@@ -261,18 +266,11 @@ def test_worker_node_dies_mid_preprocessing(ray_cluster, s3_server, big_dataset,
 
 
 def sweep_job(tmp: Path, name: str, bucket: str) -> Path:
-    """A 2-trial sweep whose trials each need 0.91 CPU (driver 0.01 + one 0.9-CPU Train worker): with one CPU per node
-    they can only run at the same time by running on both nodes. Dataset, store, checkpoints, Tune state and registry are all on S3."""
+    """A 2-trial sweep whose trials each need 0.91 CPU (driver 0.01 + one 0.9-CPU Train worker): with one CPU per
+    node they can only run at the same time by running on both nodes. Dataset, store, checkpoints, Tune state and
+    registry are all on S3."""
     job = tmp / f"{name}.yaml"
-    job.write_text(f"""kind: pipeline
-name: {name}
-preprocess:
-  dataset: {{layout: msd_brats, root: {bucket}/data/msd}}
-  store: {bucket}/work/brats.zarr
-  chunk: [16, 16, 16]
-  max_cases: 4
-  memory_per_case_mb: 256
-train:
+    job.write_text(s3_pipeline_head(name, bucket) + f"""train:
   task: labels
   model: {{name: unet_depth, depth: 2, base_channels: 4}}
   patch: [16, 16]
@@ -337,7 +335,8 @@ def test_sweep_trials_run_concurrently_on_both_nodes(ray_cluster, s3_server, dat
     assert b0 < a1, f"trials did not overlap in time: {a0:.1f}–{a1:.1f} and {b0:.1f}–{b1:.1f}; workers {where}"
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, where  # one trial per node
     bare = sweep.split("://")[1]
-    assert len({p.split("/trials/")[1].split("/")[0] for p in fs.glob(f"{bare}/trials/*/ray/*/checkpoint_*/state.pt")}) == 2
+    checkpoints = fs.glob(f"{bare}/trials/*/ray/*/checkpoint_*/state.pt")
+    assert len({p.split("/trials/")[1].split("/")[0] for p in checkpoints}) == 2  # each trial checkpointed to S3
     with fs.open(f"{bare}/tune_results.parquet", "rb") as f:
         table = pq.read_table(f)
     assert table.num_rows == 2 and set(table.column("status").to_pylist()) == {"TERMINATED"}
