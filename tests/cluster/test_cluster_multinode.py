@@ -204,67 +204,6 @@ def test_share_nothing_pipeline_on_both_nodes(ray_cluster, s3_server, dataset, t
     print(f"share-nothing pipeline submit → SUCCEEDED in {elapsed:.1f} s on {len(nodes)} nodes")
 
 
-def _ray_job_id(cluster, job_id: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rid := status_json(cluster, job_id).get("ray_job_id"):
-            return rid
-        time.sleep(0.5)
-    raise TimeoutError(f"job {job_id} got no Ray job id within {timeout} s")
-
-
-def _wait_task_on(cluster, ray_job_id: str, node_id: str, timeout: float) -> None:
-    """Until node_id has taken a conversion task (running, or already done while the job still runs)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(t["node_id"] == node_id and t["state"] in ("RUNNING", "FINISHED")
-               for t in convert_tasks(cluster, ray_job_id)):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"no conversion task ran on node {node_id[:8]} within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def big_dataset(tmp_path_factory) -> Path:
-    """Cases large enough (4×128×128×96) that a conversion takes seconds, so the kill lands mid-run."""
-    from voxray.preprocessing.synth import synth_dataset
-
-    return synth_dataset("msd_brats", tmp_path_factory.mktemp("msd_big"), cases=8, seed=4, shape=(128, 128, 96))
-
-
-def test_worker_node_dies_mid_preprocessing(ray_cluster, s3_server, big_dataset, tmp_path):
-    """On the share-nothing layout (dataset and store on S3), SIGKILL node_b's raylet while it converts a case:
-    Ray retries the task on the head, which downloads that case itself; all cases land."""
-    import fsspec
-
-    node_b = next(n for n in ray_cluster.nodes if n.name == "node_b")
-    node_b_id = ray_cluster.node_id_with("node_b")
-    bucket = f"s3://{s3_server.create_bucket()}"
-    fs, path = fsspec.core.url_to_fs(f"{bucket}/data/msd_big")
-    fs.put(str(big_dataset) + "/", path, recursive=True)
-    store = f"{bucket}/brats.zarr"
-    job = write_job(tmp_path, "mn-kill", f"{bucket}/data/msd_big", store, cases=8)
-    env = {**ray_cluster.env, **{k: os.environ[k] for k in S3_ENV}}
-    env_args = [a for name in S3_ENV for a in ("--env-var", name)]
-    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, *env_args, env=env)
-    assert proc.returncode == 0, proc.stderr
-    job_id = job_id_of(proc.stdout)
-    _wait_task_on(ray_cluster, _ray_job_id(ray_cluster, job_id, 120), node_b_id, 120)
-    assert status_json(ray_cluster, job_id)["state"] == "RUNNING", "the job finished before node_b could be killed"
-    raylet = node_b.raylet_pid()
-    assert raylet is not None
-    os.kill(raylet, 9)
-    node_b.kill()  # its workers and agents go too, as when a VM disappears
-    deadline = time.monotonic() + 180
-    while (state := status_json(ray_cluster, job_id)["state"]) not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        assert time.monotonic() < deadline, "job did not finish after the node died"
-        time.sleep(1)
-    info = status_json(ray_cluster, job_id)
-    assert state == "SUCCEEDED", "\n".join(info["logs_tail"])
-    assert node_b_id not in {n["node_id"] for n in ray_cluster.alive_nodes()}
-    assert_store_complete(store, 8)
-
-
 def sweep_job(tmp: Path, name: str, bucket: str) -> Path:
     """A 2-trial sweep whose trials each need 0.91 CPU (driver 0.01 + one 0.9-CPU Train worker): with one CPU per
     node they can only run at the same time by running on both nodes. Dataset, store, checkpoints, Tune state and
@@ -316,6 +255,7 @@ def test_sweep_trials_run_concurrently_on_both_nodes(ray_cluster, s3_server, dat
 
     from voxray.training.registry import list_versions, read_card
 
+    assert len(ray_cluster.alive_nodes()) == 2, "both nodes must be up (the node-death test runs last)"
     bucket = f"s3://{s3_server.create_bucket()}"
     fs, path = fsspec.core.url_to_fs(f"{bucket}/data/msd")
     fs.put(str(dataset) + "/", path, recursive=True)
@@ -343,3 +283,67 @@ def test_sweep_trials_run_concurrently_on_both_nodes(ray_cluster, s3_server, dat
     assert list_versions(f"{bucket}/registry/mn-sweep") == [1]
     assert read_card(f"{bucket}/registry/mn-sweep")["source"]["tune_dir"] == sweep
     assert not list(ray_cluster.root.rglob("*.zarr"))  # no node wrote a store to its disk
+
+
+def _ray_job_id(cluster, job_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if rid := status_json(cluster, job_id).get("ray_job_id"):
+            return rid
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} got no Ray job id within {timeout} s")
+
+
+def _wait_task_on(cluster, ray_job_id: str, node_id: str, timeout: float) -> None:
+    """Until node_id has taken a conversion task (running, or already done while the job still runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(t["node_id"] == node_id and t["state"] in ("RUNNING", "FINISHED")
+               for t in convert_tasks(cluster, ray_job_id)):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no conversion task ran on node {node_id[:8]} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def big_dataset(tmp_path_factory) -> Path:
+    """Cases large enough (4×128×128×96) that a conversion takes seconds, so the kill lands mid-run."""
+    from voxray.preprocessing.synth import synth_dataset
+
+    return synth_dataset("msd_brats", tmp_path_factory.mktemp("msd_big"), cases=8, seed=4, shape=(128, 128, 96))
+
+
+def test_worker_node_dies_mid_preprocessing(ray_cluster, s3_server, big_dataset, tmp_path):
+    """Last in this file: node_b stays dead for the rest of the session.
+
+    On the share-nothing layout (dataset and store on S3), SIGKILL node_b's raylet while it converts a case:
+    Ray retries the task on the head, which downloads that case itself; all cases land."""
+    import fsspec
+
+    node_b = next(n for n in ray_cluster.nodes if n.name == "node_b")
+    node_b_id = ray_cluster.node_id_with("node_b")
+    bucket = f"s3://{s3_server.create_bucket()}"
+    fs, path = fsspec.core.url_to_fs(f"{bucket}/data/msd_big")
+    fs.put(str(big_dataset) + "/", path, recursive=True)
+    store = f"{bucket}/brats.zarr"
+    job = write_job(tmp_path, "mn-kill", f"{bucket}/data/msd_big", store, cases=8)
+    env = {**ray_cluster.env, **{k: os.environ[k] for k in S3_ENV}}
+    env_args = [a for name in S3_ENV for a in ("--env-var", name)]
+    proc = voxray(ray_cluster, "submit", str(job), "--address", ray_cluster.dashboard_url, *env_args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    job_id = job_id_of(proc.stdout)
+    _wait_task_on(ray_cluster, _ray_job_id(ray_cluster, job_id, 120), node_b_id, 120)
+    assert status_json(ray_cluster, job_id)["state"] == "RUNNING", "the job finished before node_b could be killed"
+    raylet = node_b.raylet_pid()
+    assert raylet is not None
+    os.kill(raylet, 9)
+    node_b.kill()  # its workers and agents go too, as when a VM disappears
+    deadline = time.monotonic() + 180
+    while (state := status_json(ray_cluster, job_id)["state"]) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, "job did not finish after the node died"
+        time.sleep(1)
+    info = status_json(ray_cluster, job_id)
+    assert state == "SUCCEEDED", "\n".join(info["logs_tail"])
+    assert node_b_id not in {n["node_id"] for n in ray_cluster.alive_nodes()}
+    assert_store_complete(store, 8)
+
