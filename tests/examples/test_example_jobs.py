@@ -79,6 +79,9 @@ SMOKE.update({
     "finetune_isles.yaml": dict(layout="isles2022", after=["train_factorizer_brats.yaml"], set=FINETUNE_TINY),
 })
 SMOKE.update({f"preprocess_{layout}.yaml": dict(layout=layout) for layout in LAYOUTS})
+# The plan example measures on the CPU at a small memory budget with a fixed step count (its header line's sizes).
+SMOKE["plan_msd_brats.yaml"] = dict(layout="msd_brats", set=["plan.memory_gb=0.5", "plan.steps=2",
+                                                              "plan.device=cpu"])
 
 
 def _raw(path: Path) -> dict:
@@ -219,6 +222,8 @@ class Workspace:
                     f"train.output={self.root / 'runs'}", f"train.registry={self.root / 'registry'}"]
         if "tune" in data:
             out += ["tune.max_concurrent=1", f"tune.output={self.root / 'tune'}"]
+        if "plan" in data:
+            out += [f"plan.dataset.root={self.raw(layout)}", f"plan.out={self.root / 'jobs' / name}"]
         if "serve" in data:
             out += [f"serve.port={_free_port()}", f"serve.api_key_env={KEY_ENV}", "serve.blocking=false"]
         return out + recipe.get("set", [])
@@ -323,6 +328,7 @@ TRAIN = [n for n in JOBS if _raw(EXAMPLES / n)["kind"] == "train"]
 TUNE = [n for n in JOBS if _raw(EXAMPLES / n)["kind"] == "tune"]
 PIPELINES = [n for n in JOBS if _raw(EXAMPLES / n)["kind"] == "pipeline" and "serve" not in _raw(EXAMPLES / n)]
 SERVED = [n for n in JOBS if "serve" in _raw(EXAMPLES / n)]
+PLANS = [n for n in JOBS if _raw(EXAMPLES / n)["kind"] == "plan"]
 
 
 @pytest.mark.slow
@@ -362,6 +368,19 @@ def test_pipeline_example_runs(ws, name):
     if job.train.task == "binary":  # ISLES lesion-wise metrics
         assert {"val/lesion_f1", "val/abs_volume_diff_ml", "val/abs_lesion_count_diff"} <= set(
             _metrics(res.summary["train.run_dir"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PLANS)
+def test_plan_example_writes_a_valid_job(ws, name):
+    """The plan example derives a job from the layout's dataset; what it writes validates and says why."""
+    job = ws.job(name)
+    res = ws.run(name)
+    out = Path(job.plan.out)
+    planned = load_job(out)
+    assert res.summary["planned_kind"] == planned.kind and planned.train.steps == 2
+    assert list(planned.train.patch) == list(res.summary["patch"]) and planned.train.model.name == res.summary["model"]
+    assert "#" in out.read_text()  # derived fields carry their reasons as comments
 
 
 @pytest.mark.slow
@@ -456,5 +475,5 @@ def test_example_recipe_learns(ws, tmp_path):
 def test_smoke_overrides_cover_all_test_groups():
     """Every example is exercised by exactly one of the smoke tests above."""
     assert SERVED == ["pipeline_demo.yaml", "serve_brats.yaml"], SERVED   # each has its own test below
-    groups = [set(PREPROCESS), set(TRAIN), set(PIPELINES), set(TUNE), set(SERVED)]
+    groups = [set(PREPROCESS), set(TRAIN), set(PIPELINES), set(TUNE), set(SERVED), set(PLANS)]
     assert sum(len(g) for g in groups) == len(JOBS) and set().union(*groups) == set(JOBS)
