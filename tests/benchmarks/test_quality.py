@@ -16,7 +16,8 @@ def test_nnunet_row_without_its_venv_says_not_installed(tmp_path, monkeypatch):
     try:
         import quality
 
-        assert quality.nnunet_peer()["status"] == "peer not installed"
+        row = quality.nnunet_arm(tmp_path, "msd_brats", tmp_path / "data", str(tmp_path / "s.zarr"), 1.0)
+        assert row["status"] == "peer not installed" and "make bench-peers" in row["why"]
     finally:
         monkeypatch.delenv("VOXRAY_PEER_VENV")
         importlib.reload(peers)
