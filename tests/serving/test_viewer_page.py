@@ -217,6 +217,8 @@ def test_drop_segment_results_and_downloads(page, server, images, tmp_path):
     files = {f"case_{c}.nii.gz": nii_bytes(images[c]) for c in reversed(CHANNELS)}  # dropped in the wrong order
     _drop(page, files)
     wait_js(page, "!document.getElementById('segment').disabled")
+    # Segment is enabled once every channel is picked; the study is parsed for display after that (async)
+    wait_js(page, "document.getElementById('status').textContent.startsWith('Study loaded')")
     for c in CHANNELS:  # matched by name, not by order
         assert page.evaluate(f"document.getElementById('file-{c}').files[0].name") == f"case_{c}.nii.gz"
     assert "Study loaded (22 × 20 × 18" in page.text_content("#status")
