@@ -34,27 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _demo_model import MODEL, make_model
 from _timing import Results, Stat, add_arguments, interleave, paired
 
-CHANNELS = ["FLAIR", "T1w", "t1gd", "T2w"]
 FULL, SMALL = (240, 240, 155), (128, 128, 96)
-MODEL = {"name": "swin_factorizer", "widths": [8, 16, 32, 64], "window": 4, "head_dim": 4, "mlp_ratio": 2}
-
-
-def make_model(root: Path, name: str = "demo", seed: int = 0) -> Path:
-    import torch
-
-    from voxray.preprocessing.transforms import TransformConfig
-    from voxray.training.registry import build_from_card, export_model
-
-    card = {"model": MODEL, "spatial_dims": 3, "patch": [32, 32, 32], "in_channels": 4, "channels": CHANNELS,
-            "out_channels": 3, "task": "brats_regions",
-            "labels": {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"},
-            "label_encoding": "index", "regions": {"ET": [3], "TC": [2, 3], "WT": [1, 2, 3]},
-            "preprocess": TransformConfig().to_dict(), "restrict_to_nonzero": True, "metrics": {},
-            "source": {"benchmark": "predict"}}
-    torch.manual_seed(seed)
-    return export_model(build_from_card(card), card, root / "registry", name)
 
 
 def make_volume(path: Path, shape: tuple[int, int, int]) -> Path:

@@ -40,30 +40,13 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _demo_model import CHANNELS, MODEL, make_model  # noqa: E402
 from _timing import Results, Stat, add_arguments, interleave, paired  # noqa: E402
 
 log = logging.getLogger("bench.serve")
-CHANNELS = ["FLAIR", "T1w", "t1gd", "T2w"]
-MODEL = {"name": "swin_factorizer", "widths": [8, 16, 32, 64], "window": 4, "head_dim": 4, "mlp_ratio": 2}
 FULL = (240, 240, 155)
 MIXED = [(112, 128, 96), (128, 104, 88), (96, 120, 104), (120, 112, 80)]
 KEY_ENV = "VOXRAY_BENCH_KEY"
-
-
-def make_model(root: Path) -> Path:
-    import torch
-
-    from voxray.preprocessing.transforms import TransformConfig
-    from voxray.training.registry import build_from_card, export_model
-
-    card = {"model": MODEL, "spatial_dims": 3, "patch": [32, 32, 32], "in_channels": 4, "channels": CHANNELS,
-            "out_channels": 3, "task": "brats_regions",
-            "labels": {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"},
-            "label_encoding": "index", "regions": {"ET": [3], "TC": [2, 3], "WT": [1, 2, 3]},
-            "preprocess": TransformConfig().to_dict(), "restrict_to_nonzero": True, "metrics": {},
-            "source": {"benchmark": "serve"}}
-    torch.manual_seed(0)
-    return export_model(build_from_card(card), card, root / "registry", "bench")
 
 
 def make_inputs(folder: Path, shape: tuple[int, int, int], seed: int) -> dict[str, Path]:
@@ -212,7 +195,7 @@ def run(args: argparse.Namespace, res: Results) -> None:
     os.environ[KEY_ENV] = os.environ.get(KEY_ENV) or "bench-key-" + os.urandom(8).hex()
     headers = {"Authorization": f"Bearer {os.environ[KEY_ENV]}"}
     root = Path(tempfile.mkdtemp(prefix="voxray-bench-serve-"))
-    model = make_model(root)
+    model = make_model(root, "bench", benchmark="serve")
     big = make_inputs(root / "big", full, 0)
     small = [make_inputs(root / f"mixed{i}", s, i + 1) for i, s in enumerate(mixed)]
     body = lambda files: {n: p.read_bytes() for n, p in files.items()}  # noqa: E731
