@@ -11,12 +11,25 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
 _RAS = axcodes2ornt("RAS")
 # voxel (z, y, x) → voxel (x, y, z)
 _ZYX_TO_XYZ = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def ras_grid(shape_ijk: Sequence[int], affine: np.ndarray) -> tuple[list[int], list[float]]:
+    """(shape, spacing) of a file's voxel grid in RAS (z, y, x) order, from its shape and affine alone: each file
+    axis goes to the RAS axis it runs along (headers are enough: nothing is decoded or reoriented)."""
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    zooms = voxel_sizes(np.asarray(affine, dtype=np.float64))
+    shape_xyz, spacing_xyz = [0, 0, 0], [0.0, 0.0, 0.0]
+    for i in range(3):
+        ras = int(ornt[i, 0])
+        shape_xyz[ras], spacing_xyz[ras] = int(shape_ijk[i]), float(zooms[i])
+    return shape_xyz[::-1], spacing_xyz[::-1]
 
 
 def to_ras_zyx(image: np.ndarray, label: np.ndarray | None, affine: np.ndarray
@@ -31,7 +44,7 @@ def to_ras_zyx(image: np.ndarray, label: np.ndarray | None, affine: np.ndarray
         lab = np.ascontiguousarray(apply_orientation(label, fwd).transpose(2, 1, 0))  # Z Y X
     ras_affine = affine @ inv_ornt_aff(fwd, image.shape[1:])
     ras_affine_zyx = ras_affine @ _ZYX_TO_XYZ
-    spacing_xyz = np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0))
+    spacing_xyz = voxel_sizes(ras_affine)
     geom = {
         "orientation": "".join(aff2axcodes(affine)),
         "ornt": ornt.tolist(),

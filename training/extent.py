@@ -23,15 +23,12 @@ def grid_extent(shape_ijk: Sequence[int], affine: np.ndarray, spacing_xyz: Seque
                 ) -> tuple[float, float, float]:
     """(z, y, x) voxels the image spans on the model grid: each file axis's length × its spacing ÷ the target
     spacing of the RAS axis it maps to (`spacing_xyz` None: no resampling, voxel counts)."""
-    from nibabel.orientations import io_orientation
+    from voxray.preprocessing.resample import ras_grid
 
-    affine = np.asarray(affine, dtype=np.float64)
-    voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    extent = [0.0, 0.0, 0.0]  # x, y, z
-    for i, (axis, _) in enumerate(io_orientation(affine)):
-        a = int(axis)
-        extent[a] = float(shape_ijk[i]) * (voxel[i] / spacing_xyz[a] if spacing_xyz else 1.0)
-    return extent[2], extent[1], extent[0]
+    shape_zyx, voxel_zyx = ras_grid(shape_ijk, affine)
+    if not spacing_xyz:  # no resampling: voxel counts
+        return tuple(float(n) for n in shape_zyx)
+    return tuple(float(n) * v / t for n, v, t in zip(shape_zyx, voxel_zyx, spacing_xyz[::-1]))
 
 
 def minimum_extent(window: Sequence[int]) -> tuple[int, ...]:

@@ -67,16 +67,11 @@ class Fingerprint:
 def header_geometry(path: str | Path) -> tuple[list[int], list[float]]:
     """(shape, spacing) in RAS (z, y, x) order from a NIfTI header alone."""
     import nibabel as nib
-    from nibabel.orientations import io_orientation
+
+    from voxray.preprocessing.resample import ras_grid
 
     img = nib.load(str(path))
-    ornt = io_orientation(img.affine)
-    zooms = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))
-    shape_xyz, spacing_xyz = [0, 0, 0], [0.0, 0.0, 0.0]
-    for i in range(3):
-        ras = int(ornt[i, 0])
-        shape_xyz[ras], spacing_xyz[ras] = int(img.shape[i]), float(zooms[i])
-    return shape_xyz[::-1], spacing_xyz[::-1]
+    return ras_grid(img.shape[:3], img.affine)
 
 
 def _reference_file(adapter: Any, case: Any) -> Path | None:
